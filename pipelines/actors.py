@@ -1,0 +1,73 @@
+"""Ray wiring: each stage runs in its own actor with the resources the config gives its role.
+
+The actor is a thin shell around a plain function from pipelines/stages.py. It is killed when
+its stage ends, so on a single GPU generation, judging and training take turns and each frees
+its memory before the next starts.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+# Set before Ray is imported: without it Ray binds every listener to all interfaces.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else in-process Ray writes a token under ~/.ray
+
+import ray  # noqa: E402
+
+
+class StageActor:
+    """Runs one stage function; reports the peak memory it saw (RSS, and GPU where present)."""
+
+    def run(self, fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        import resource
+
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        result = fn(*args, **kwargs)
+        mem = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if torch.cuda.is_available():
+            mem["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return result, mem
+
+
+@contextmanager
+def ray_session(max_cpus_needed: float = 1) -> Iterator[None]:
+    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else start Ray locally."""
+    if ray.is_initialized():
+        yield
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(max_cpus_needed + 0.999)),
+                 include_dashboard=False, _temp_dir=tmp, log_to_driver=True,
+                 runtime_env={"env_vars": _worker_env()})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _worker_env() -> dict[str, str]:
+    keep = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "SELFPLAY_ASSETS",
+            "TOKENIZERS_PARALLELISM", "VLLM_CACHE_ROOT", "LD_PRELOAD", "WANDB_MODE")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def run_in_actor(role: str, resources, fn: Callable, *args, **kwargs) -> tuple[Any, dict]:
+    """Start a `role` actor with `resources` (ActorResources), run `fn` in it, end the actor."""
+    opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        # Ray would pin torch to num_cpus threads; the actor owns those cores, so say so explicitly.
+        opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
+    actor = ray.remote(**opts)(StageActor).options(name=None).remote()
+    try:
+        return ray.get(actor.run.remote(fn, args, kwargs))
+    finally:
+        ray.kill(actor)

@@ -1,0 +1,106 @@
+"""Evaluation of round n's policy: eval generations, then win rates against every earlier round.
+
+Round n's eval samples are compared with round k's (k < n, reused from round_k/eval), every
+pair in both orders. Per prompt the win rate is the mean over sample pairs; intervals are over
+prompts. The round's `metrics.json` gathers these with the train and judge diagnostics.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.layout import round_paths
+from pipelines.stages import _load, generate, group_generations
+from selfplay.config import Config
+
+
+def eval_judge_name(cfg: Config) -> str:
+    return cfg.eval.judge or cfg.judge.name
+
+
+def compare_rounds(new_dir: Path, old_dir: Path, cfg: Config, ctx) -> dict:
+    """Win rate of the policy that wrote `new_dir` against the one that wrote `old_dir`."""
+    from judges.base import JudgeStats, cross_preferences
+    from judges.registry import build_judge
+    from pipelines import stats as st
+
+    new, old = {g[0]: g for g in group_generations(new_dir)}, {g[0]: g for g in group_generations(old_dir)}
+    ids = [i for i in new if i in old]
+    judge = build_judge(eval_judge_name(cfg), cfg.judge, ctx)
+    js = JudgeStats()
+    mats = cross_preferences(judge, [new[i][1] for i in ids], [[r["response"] for r in new[i][2]] for i in ids],
+                             [[r["response"] for r in old[i][2]] for i in ids], js)
+    per_pair = np.stack([m.reshape(-1) for m in mats])                     # [prompts, S*S]
+    len_new = np.stack([np.repeat([r["n_tokens"] for r in new[i][2]], len(old[i][2])) for i in ids])
+    len_old = np.stack([np.tile([r["n_tokens"] for r in old[i][2]], len(new[i][2])) for i in ids])
+    summary = st.winrate_summary(per_pair, method=cfg.eval.ci_method).to_dict()
+    ok = ~np.isnan(per_pair)
+    summary["lc"] = float(st.length_controlled_winrate(per_pair[ok], len_new[ok], len_old[ok]))
+    summary["judge"] = judge.name
+    summary["judge_stats"] = js.summary()
+    return summary
+
+
+def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path) -> dict:
+    """Write out/generations, out/versus.json, out/alpaca_eval.json and out/metrics.json."""
+    import time
+    t0 = time.time()
+    rp = round_paths(run_dir, n)
+    gen_info = generate(str(rp.policy), cfg, n, out / "generations", eval_set=True)
+    versus = {f"round_{k}": compare_rounds(out / "generations", round_paths(run_dir, k).eval_generations, cfg, ctx)
+              for k in range(n)}
+    (out / "versus.json").write_text(json.dumps(versus, indent=1))
+    export_alpaca_eval(out / "generations", f"round_{n}", out / "alpaca_eval.json")
+    round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),
+                                                  "evaluate": round(time.time() - t0, 2)}}
+    metrics = assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return {"winrate_vs_initial": metrics["winrate_vs_initial"]["mean"],
+            "winrate_vs_previous": metrics["winrate_vs_previous"]["mean"]}
+
+
+def export_alpaca_eval(generations: Path, generator: str, out: Path) -> None:
+    """AlpacaEval's input format, first sample per prompt, for the official evaluator."""
+    rows = [{"instruction": p, "output": rs[0]["response"], "generator": generator}
+            for _, p, rs in group_generations(generations)]
+    out.write_text(json.dumps(rows, indent=1))
+
+
+def winrate_matrix(run_dir: str, n: int, versus_now: dict) -> np.ndarray:
+    """W[i, j] = win rate of round i's policy against round j's, from each round's versus.json."""
+    w = np.full((n + 1, n + 1), 0.5)
+    for i in range(1, n + 1):
+        vs = versus_now if i == n else json.loads((round_paths(run_dir, i).eval / "versus.json").read_text())
+        for j in range(i):
+            w[i, j] = vs[f"round_{j}"]["mean"]
+            w[j, i] = 1.0 - w[i, j]
+    return w
+
+
+def assemble_metrics(run_dir: str, n: int, cfg: Config, versus: dict, gen_info: dict, round_info: dict,
+                     out: Path) -> dict:
+    from pipelines import stats as st
+
+    w = winrate_matrix(run_dir, n, versus)
+    names = [f"round_{i}" for i in range(n + 1)]
+    ratings = st.bradley_terry(w)
+    samples = [{"prompt": p, "response": rs[0]["response"], "policy": f"round_{n}"}
+               for _, p, rs in group_generations(out / "generations")[:4]]
+    return {
+        "round": n,
+        "algorithm": cfg.algorithm,
+        "winrate_vs_initial": versus["round_0"],
+        "winrate_vs_previous": versus[f"round_{n - 1}"],
+        "winrate_matrix": {"policies": names, "winrate": w.tolist()},
+        "ratings": {"policies": names, **ratings},
+        "cycles": [[names[i] for i in c] for c in st.find_cycles(w)],
+        "mean_response_tokens": gen_info["mean_response_tokens"],
+        "train_loss": round_info.get("train_loss"),
+        "train_loss_curve": round_info.get("loss_curve", []),
+        "judge": round_info.get("judge", {}),
+        "eval_judge": versus["round_0"]["judge_stats"] | {"name": versus["round_0"]["judge"]},
+        "stage_seconds": round_info.get("stage_seconds", {}),
+        "samples": samples,
+    }

@@ -1,0 +1,195 @@
+"""The round driver: `python -m pipelines.round --round N [--config F] [key.sub=value ...]`.
+
+Round n reads round n−1's policy and runs generate → judge → preferences → train → evaluate.
+Every stage runs in a Ray actor, writes its artifact atomically with a manifest, and is skipped
+when its manifest matches (same config section, seeds and inputs), so a re-run resumes.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from pipelines.layout import round_paths
+from selfplay.artifacts import Manifest, atomic_dir, hash_dir, read_manifest, stable_hash
+from selfplay.config import Config
+
+log = logging.getLogger("selfplay")
+
+
+class RoundError(RuntimeError):
+    """A round cannot run (missing earlier round, failed stage); earlier rounds are untouched."""
+
+
+def run_stage(name: str, out: Path, cfg_part, inputs: dict[str, Path], role: str, resources,
+              fn: Callable, *args, round_: int, **kwargs) -> Manifest:
+    """Skip `name` if its manifest key matches, else run fn(*args, out=tmp) in an actor and commit."""
+    from pipelines.actors import run_in_actor
+
+    input_hashes = {k: read_manifest(p).output_hash for k, p in inputs.items()}
+    key = stable_hash({"stage": name, "round": round_, "config": cfg_part, "inputs": input_hashes})
+    done = read_manifest(out)
+    if done is not None and done.key == key:
+        log.info("round %d %-11s skipped (manifest matches)", round_, name)
+        return done
+    t0 = time.time()
+    with atomic_dir(out) as tmp:
+        try:
+            info, mem = run_in_actor(role, resources, fn, *args, out=tmp, **kwargs)
+        except Exception as e:  # surface the stage's own error, not Ray's wrapper
+            cause = getattr(e, "cause", None) or e
+            raise RoundError(f"round {round_} stage {name} failed: {type(cause).__name__}: {cause}") from None
+        m = Manifest(stage=name, key=key, config_hash=stable_hash(cfg_part), inputs=input_hashes,
+                     seeds={"seed": _seed(cfg_part)}, output_hash=hash_dir(tmp), seconds=round(time.time() - t0, 2),
+                     extra={**info, **mem})
+        m.write(tmp)
+    log.info("round %d %-11s done in %6.1fs  %s", round_, name, m.seconds, _brief(m.extra))
+    return m
+
+
+def _seed(part) -> int:
+    return part.get("seed", 0) if isinstance(part, dict) else 0
+
+
+def _brief(extra: dict) -> str:
+    keys = ("samples", "pairs", "pairs_per_s", "train_loss", "winrate_vs_initial", "winrate_vs_previous", "peak_rss_mb")
+    return " ".join(f"{k}={extra[k]:.3g}" if isinstance(extra[k], float) else f"{k}={extra[k]}"
+                    for k in keys if k in extra)
+
+
+def ensure_round_zero(cfg: Config) -> None:
+    """Round 0 is the initial policy plus its eval generations (reused by every later round)."""
+    from pipelines import stages
+    rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
+    run_stage("init", rp.policy, {"model": c["model"]}, {}, "trainer", cfg.resources.trainer,
+              stages.init_policy, cfg.model.policy, round_=0)
+    run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", cfg.resources.generation,
+              stages.eval_generations, str(rp.policy), cfg, 0, round_=0)
+
+
+def _eval_part(c: dict) -> dict:
+    return {"seed": c["seed"], "data": c["data"], "eval": c["eval"], "max_new_tokens": c["generation"]["max_new_tokens"],
+            "backend": c["generation"]["backend"], "judge": c["judge"]}
+
+
+def check_previous(cfg: Config, n: int) -> None:
+    if n < 1:
+        raise RoundError(f"ROUND must be >= 1 (round 0 is the initial policy), got {n}")
+    if n == 1:
+        return
+    prev = round_paths(cfg.run_dir, n - 1)
+    missing = [d for d in ("policy", "eval") if read_manifest(prev.root / d) is None]
+    if missing:
+        raise RoundError(f"round {n - 1} is not complete in {cfg.run_dir} (missing {', '.join(missing)}); "
+                         f"run ROUND={n - 1} first")
+
+
+def judge_context(cfg: Config, n: int):
+    from judges.registry import JudgeContext
+    r = lambda k: str(round_paths(cfg.run_dir, max(k, 0)).policy)  # noqa: E731
+    return JudgeContext(policy=r(n - 1), previous_policy=r(n - 2), reference_policy=r(0), seed=cfg.seed)
+
+
+def reference_paths(cfg: Config, n: int, names: tuple[str, ...]) -> dict[str, Path]:
+    r = {"previous": n - 1, "initial": 0, "previous2": max(n - 2, 0)}
+    return {k: round_paths(cfg.run_dir, r[k]).policy for k in names}
+
+
+def run_round(cfg: Config, n: int) -> dict:
+    """One round, as the list of stages it runs."""
+    from pipelines import stages
+    from pipelines.evaluate import evaluate
+    from selfplay.algorithms import get_algorithm
+
+    check_previous(cfg, n)
+    rp, prev, c = round_paths(cfg.run_dir, n), round_paths(cfg.run_dir, n - 1), asdict(cfg)
+    res, ctx = cfg.resources, judge_context(cfg, n)
+    refs = reference_paths(cfg, n, get_algorithm(cfg.algorithm).references)
+    gen_part = {"seed": cfg.seed, "data": c["data"], "generation": c["generation"]}
+    algo_part = {"seed": cfg.seed, "algorithm": cfg.algorithm, "loss": c["loss"]}
+    train_part = {**algo_part, "train": c["train"], "model": c["model"]}
+    if n == 1:
+        ensure_round_zero(cfg)
+    m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
+                      res.generation, stages.generate, str(prev.policy), cfg, n, round_=n)
+    m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"]},
+                        {"generations": rp.stage("generate")}, "judge", res.judge,
+                        stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
+    m_pref = run_stage("preferences", rp.stage("preferences"), algo_part, {"judgments": rp.stage("judge")},
+                       "judge", res.judge, stages.preferences, rp.stage("judge"), cfg, n, round_=n)
+    m_train = run_stage("train", rp.policy, train_part, {"preferences": rp.stage("preferences"), **refs},
+                        "trainer", res.trainer, stages.train, str(prev.policy), {k: str(v) for k, v in refs.items()},
+                        rp.stage("preferences"), cfg, n, round_=n)
+    done = {"generate": m_gen, "judge": m_judge, "preferences": m_pref, "train": m_train}
+    info = {"train_loss": m_train.extra.get("train_loss"), "loss_curve": m_train.extra.get("loss_curve", []),
+            "judge": {k: v for k, v in m_judge.extra.items() if not k.startswith("peak")},
+            "stage_seconds": {k: m.seconds for k, m in done.items()}}
+    earlier = {f"eval_{k}": round_paths(cfg.run_dir, k).eval for k in range(n)}
+    m_eval = run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy, **earlier}, "generation",
+                       res.generation, evaluate, cfg.run_dir, n, cfg, ctx, info, round_=n)
+    return m_eval.extra
+
+
+def parse_rounds(spec: str) -> list[int]:
+    """'3' → [3]; '1-3' → [1, 2, 3]."""
+    a, _, b = spec.partition("-")
+    lo, hi = int(a), int(b or a)
+    if hi < lo:
+        raise RoundError(f"bad round range {spec!r}")
+    return list(range(lo, hi + 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from selfplay.config import ConfigError, load_config
+
+    ap = argparse.ArgumentParser(description="Run self-play rounds.", epilog="overrides: key.sub=value ...")
+    ap.add_argument("--round", required=True, help="round number n, or a range a-b")
+    ap.add_argument("--config", default="configs/arena_sppo.yaml")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        rounds = parse_rounds(args.round)
+        check_previous(cfg, rounds[0])
+    except (ConfigError, RoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from pipelines.actors import ray_session
+    from pipelines.tracking import log_round
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    need = max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
+    try:
+        with ray_session(need):
+            for n in rounds:
+                t0 = time.time()
+                run_round(cfg, n)
+                metrics = json.loads((round_paths(cfg.run_dir, n).eval / "metrics.json").read_text())
+                log_round(cfg, metrics)
+                _refresh_dashboard(cfg)
+                w = metrics["winrate_vs_initial"]
+                log.info("round %d complete in %.0fs: win rate vs initial %.3f [%.3f, %.3f]", n, time.time() - t0,
+                         w["mean"], w["ci_low"], w["ci_high"])
+    except RoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _refresh_dashboard(cfg: Config) -> None:
+    try:
+        from pipelines.dashboard import build_dashboard
+    except ImportError:
+        return
+    path = build_dashboard(Path(cfg.run_dir))
+    log.info("dashboard: %s", path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

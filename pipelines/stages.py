@@ -1,0 +1,134 @@
+"""What each stage does, as plain functions of (input paths, config, output dir).
+
+They run inside Ray actors (pipelines/actors.py) but import no Ray, so tests can call them
+directly. Each reads its inputs from the run directory and writes its `datasets` file or
+checkpoint into `out` (a temp dir that the driver renames into place); it returns a small
+dict of diagnostics for the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from selfplay.config import Config
+
+
+def seed_for(*parts) -> int:
+    """A 31-bit seed from (base seed, round, stage, prompt id, ...), stable across machines."""
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def _save(rows: list[dict], out: Path) -> None:
+    import datasets
+    datasets.Dataset.from_list(rows).save_to_disk(str(out))
+
+
+def _load(path: Path) -> list[dict]:
+    import datasets
+    return datasets.load_from_disk(str(path)).to_list()
+
+
+def init_policy(source: str, out: Path) -> dict:
+    """Round 0: the initial policy, loaded from a hub id or local path and saved in HF format."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfplay.data import resolve_builtin
+    path = resolve_builtin(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except OSError as e:
+        raise FileNotFoundError(f"model.policy {source!r} could not be loaded (no local copy and no hub access?): {e}") from None
+    if tok.chat_template is None:
+        raise ValueError(f"model.policy {source!r} has no chat template; the pipeline formats prompts with it")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"source": source, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False) -> dict:
+    """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
+    from selfplay.data import load_prompts, round_slice
+    from selfplay.generation import Request, SamplingSpec, build_backend
+    from selfplay.records import Generation, to_rows
+
+    d, g = cfg.data, cfg.generation
+    src = d.eval_prompts if eval_set else d.train_prompts
+    rows = load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
+    if eval_set:
+        rows = rows[: d.eval_limit or len(rows)]
+        spec = SamplingSpec(cfg.eval.samples_per_prompt, cfg.eval.temperature, cfg.eval.top_p, g.max_new_tokens)
+        tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
+    else:
+        rows = round_slice(rows, round_, d.prompts_per_round)
+        spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens)
+        tag = f"train/{round_}"
+    requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
+    t0 = time.time()
+    backend = build_backend(g.backend, policy, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
+                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
+    load_s = time.time() - t0
+    completions = backend.generate(requests, spec)
+    backend.close()
+    gens = [Generation(r.prompt_id, r.prompt, j, q.seed, c.text, c.n_tokens, c.finished, round_)
+            for r, q, cs in zip(rows, requests, completions) for j, c in enumerate(cs)]
+    _save(to_rows(gens), out)
+    tokens = sum(x.n_tokens for x in gens)
+    return {"prompts": len(rows), "samples": len(gens), "tokens": tokens, "load_seconds": round(load_s, 2),
+            "tokens_per_s": tokens / max(time.time() - t0 - load_s, 1e-9),
+            "mean_response_tokens": tokens / max(len(gens), 1)}
+
+
+def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
+    by: dict[str, list[dict]] = {}
+    for row in _load(path):
+        by.setdefault(row["prompt_id"], []).append(row)
+    return [(pid, rs[0]["prompt"], sorted(rs, key=lambda r: r["sample_idx"])) for pid, rs in by.items()]
+
+
+def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
+    """A K×K preference matrix per prompt, kept as probabilities."""
+    from judges.base import JudgeStats, preference_matrices
+    from judges.registry import build_judge
+    from selfplay.records import JudgedPrompt, to_rows
+
+    groups = group_generations(generations)
+    j = build_judge(cfg.judge.name, cfg.judge, ctx)
+    stats = JudgeStats()
+    mats = preference_matrices(j, [p for _, p, _ in groups], [[r["response"] for r in rs] for _, _, rs in groups], stats)
+    judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name)
+              for (pid, p, rs), m in zip(groups, mats)]
+    _save(to_rows(judged), out)
+    return {"judge": j.name, **stats.summary()}
+
+
+def preferences(judgments: Path, cfg: Config, round_: int, out: Path) -> dict:
+    """The algorithm's pair rule (SPPO: best and worst by win rate against the sample)."""
+    from selfplay.algorithms import get_algorithm
+    from selfplay.records import JudgedPrompt, from_rows, to_rows
+
+    judged = from_rows(JudgedPrompt, _load(judgments))
+    pairs = get_algorithm(cfg.algorithm).make_pairs(judged, round_)
+    if not pairs:
+        raise ValueError(f"round {round_}: the judge gave no usable pair out of {len(judged)} prompts "
+                         "(all responses tied or abstained); check the judge")
+    _save(to_rows(pairs), out)
+    margins = [p.chosen_winrate - p.rejected_winrate for p in pairs]
+    return {"pairs": len(pairs), "prompts": len(judged), "mean_margin": float(np.mean(margins))}
+
+
+def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, round_: int, out: Path) -> dict:
+    from selfplay.records import PreferencePair, from_rows
+    from selfplay.trainer import train_policy
+
+    pairs = from_rows(PreferencePair, _load(prefs))
+    res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_))
+    return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs}
+
+
+def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:
+    """Round 0's eval stage: only the initial policy's eval samples, which every round compares against."""
+    return generate(policy, cfg, round_, out / "generations", eval_set=True)

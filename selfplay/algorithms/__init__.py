@@ -1,0 +1,54 @@
+"""The one registry of round algorithms. `algorithm: <name>` in the config picks one.
+
+An algorithm says which frozen policies' log-probs its loss needs (computed once per round,
+before training), how judged prompts become training pairs, and its per-example loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from selfplay.records import JudgedPrompt, PreferencePair
+
+
+@dataclass(frozen=True)
+class PairTensors:
+    """One training batch's log-probs, each [B]; refs maps a reference name to (chosen, rejected)."""
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    refs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    chosen_winrate: torch.Tensor
+    rejected_winrate: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    paper: str
+    references: tuple[str, ...]        # "previous" (π_t), "initial" (π_ref), "previous2" (π_{t-1})
+    make_pairs: Callable[[list[JudgedPrompt], int], list[PreferencePair]]
+    loss: Callable[[PairTensors, object], torch.Tensor]   # (tensors, LossConfig) -> [B]
+
+
+def _registry() -> dict[str, Algorithm]:
+    from selfplay.algorithms import sppo
+    algos = [sppo.ALGORITHM]
+    for mod in ("inpo", "dno", "egpo", "apo", "dpo"):  # filled in as each lands
+        try:
+            m = __import__(f"selfplay.algorithms.{mod}", fromlist=["ALGORITHMS"])
+        except ModuleNotFoundError:
+            continue
+        algos += list(getattr(m, "ALGORITHMS", [getattr(m, "ALGORITHM", None)]))
+    return {a.name: a for a in algos if a is not None}
+
+
+ALGORITHMS: dict[str, Algorithm] = _registry()
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(sorted(ALGORITHMS))}")
+    return ALGORITHMS[name]

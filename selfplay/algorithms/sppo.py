@@ -1,0 +1,45 @@
+"""SPPO round (Wu et al., arXiv 2405.00675): K samples, full K×K matrix, best and worst by win rate.
+
+Win rate of response i against the sample: p_i = (1/K) Σ_j P̂_ij with the self-comparison ½
+included (paper, "Probability Estimation"; code compute_prob.py). chosen = argmax p, rejected =
+argmin p; only these two enter training, as in the authors' code. Prompts where every response
+ties (argmax == argmin) are dropped: the authors keep them as a degenerate pair, which only adds
+the same response twice.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.losses import sppo_loss
+from selfplay.records import JudgedPrompt, PreferencePair
+
+
+def winrates(matrix: np.ndarray) -> np.ndarray:
+    """Per-response win rate against the K samples; abstentions (NaN) are left out of the mean."""
+    return np.nanmean(matrix, axis=1)
+
+
+def best_worst_pairs(judged: list[JudgedPrompt], round_: int) -> list[PreferencePair]:
+    pairs = []
+    for jp in judged:
+        p = winrates(jp.array())
+        if np.all(np.isnan(p)):
+            continue
+        w, l = int(np.nanargmax(p)), int(np.nanargmin(p))
+        if p[w] == p[l]:
+            continue
+        pairs.append(PreferencePair(prompt=jp.prompt, chosen=jp.responses[w], rejected=jp.responses[l],
+                                    prompt_id=jp.prompt_id, chosen_winrate=float(p[w]),
+                                    rejected_winrate=float(p[l]), target=1.0, round=round_,
+                                    chosen_idx=w, rejected_idx=l))
+    return pairs
+
+
+def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    ref_c, ref_r = t.refs["previous"]
+    return sppo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, t.chosen_winrate, t.rejected_winrate, cfg.eta)
+
+
+ALGORITHM = Algorithm(name="sppo", paper="arXiv 2405.00675", references=("previous",),
+                      make_pairs=best_worst_pairs, loss=_loss)

@@ -1,0 +1,253 @@
+"""Typed run configuration: one YAML file → a frozen dataclass tree, validated before any work.
+
+    cfg = load_config("configs/arena_sppo.yaml", ["train.lr=1e-4", "generation.k=4"])
+
+Unknown keys, wrong types and out-of-range values raise `ConfigError` with one message that names
+the key. Overrides use `section.key=value`, values parsed as YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A problem in the configuration, reported before any stage runs."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    policy: str = "builtin:arena"      # hub id, local HF directory, or builtin:arena (made by `make assets`)
+    dtype: str = "float32"
+    max_length: int = 512              # prompt + response tokens seen by the trainer
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_prompts: str = "builtin:arena/train"   # hub dataset, local datasets dir, .jsonl/.json/.parquet file
+    eval_prompts: str = "builtin:arena/eval"
+    split: str = "train"               # split name for hub datasets
+    prompt_column: str = "prompt"
+    id_column: str = "prompt_id"       # created from the row index when the data has none
+    prompts_per_round: int = 96        # round n uses its own slice (disjoint while the pool lasts)
+    eval_limit: int = 0                # 0 = every eval prompt
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: str = "hf"                # hf | vllm | auto
+    k: int = 5                         # samples per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 24
+    batch_size: int = 64
+    num_engines: int = 1               # data-parallel generation actors
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    name: str = "oracle"               # oracle | pairrm | llm | self_reward | cream
+    model: str = ""                    # checkpoint for pairrm / llm judges
+    endpoint: str = ""                 # OpenAI-compatible URL for the llm judge
+    batch_size: int = 32
+    aggregation: str = "sppo"          # pairrm: sppo (σ(s_i − s_j)) | pairwise (order-averaged σ(L_ij))
+    samples: int = 3                   # self_reward: judge samples averaged per response
+    consistency: str = "per_prompt"    # cream: per_prompt | mean
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    eta: float = 10.0                  # SPPO η (authors' β = 1/η); INPO η
+    beta: float = 0.1                  # DPO / IPO / DNO / EGPO β
+    tau: float = 0.0                   # INPO τ (0 = INPO without KL)
+    alpha: float = 0.3                 # APO momentum α (0 = iterative DPO/SPPO)
+    apo_base: str = "sppo"             # APO base loss: sppo | dpo
+    label_smoothing: float = 0.0
+    average_logprobs: bool = False     # per-token means instead of sums (EGPO's default is True)
+    dno_margin: float = 0.0            # DNO: keep pairs whose win-rate margin exceeds this
+    dno_replay: float = 0.0            # DNO: fraction of the previous round's pairs replayed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 2e-4
+    epochs: int = 2
+    batch_size: int = 32
+    optimizer: str = "adamw"           # adamw | rmsprop (SPPO's choice)
+    schedule: str = "linear"           # linear | cosine | constant
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    judge: str = ""                    # empty = same as the training judge
+    samples_per_prompt: int = 2
+    ci_method: str = "bootstrap"       # bootstrap | wilson
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    num_cpus: float = 1
+    num_gpus: float = 0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    generation: ActorResources = field(default_factory=ActorResources)
+    judge: ActorResources = field(default_factory=ActorResources)
+    trainer: ActorResources = field(default_factory=ActorResources)
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str = "offline"              # offline | online | disabled (env WANDB_MODE wins)
+    project: str = "selfplay"
+    entity: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    run_dir: str = "runs/arena"
+    seed: int = 0
+    algorithm: str = "sppo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {where + '.' if where else ''}{unknown[0]} (valid: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value or {}, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and value is None:
+        return ""
+    ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _set(data, key.strip(), yaml.safe_load(raw))
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field and range checks; never mutates."""
+    from judges.registry import JUDGES
+    from selfplay.algorithms import ALGORITHMS
+    from selfplay.generation import BACKENDS
+
+    _check(cfg.algorithm in ALGORITHMS, f"algorithm: unknown {cfg.algorithm!r} (choose one of {', '.join(sorted(ALGORITHMS))})")
+    g, t, lo, d = cfg.generation, cfg.train, cfg.loss, cfg.data
+    _check(g.k >= 2, f"generation.k: needs at least 2 samples per prompt to compare, got {g.k}")
+    _check(g.backend in BACKENDS, f"generation.backend: unknown {g.backend!r} (choose one of {', '.join(sorted(BACKENDS))})")
+    _check(0 < g.temperature <= 10, f"generation.temperature: must be in (0, 10], got {g.temperature}")
+    _check(0 < g.top_p <= 1, f"generation.top_p: must be in (0, 1], got {g.top_p}")
+    for name in ("max_new_tokens", "batch_size", "num_engines", "tensor_parallel_size"):
+        _check(getattr(g, name) >= 1, f"generation.{name}: must be >= 1, got {getattr(g, name)}")
+    _check(0 < g.gpu_memory_utilization <= 1, "generation.gpu_memory_utilization: must be in (0, 1]")
+    for name in ("eta", "beta"):
+        _check(getattr(lo, name) > 0, f"loss.{name}: step size must be positive, got {getattr(lo, name)}")
+    _check(0 <= lo.tau <= lo.eta, f"loss.tau: must be in [0, loss.eta], got {lo.tau}")
+    _check(0 <= lo.alpha < 1, f"loss.alpha: must be in [0, 1), got {lo.alpha}")
+    _check(lo.apo_base in ("sppo", "dpo"), f"loss.apo_base: sppo or dpo, got {lo.apo_base!r}")
+    _check(0 <= lo.label_smoothing < 0.5, f"loss.label_smoothing: must be in [0, 0.5), got {lo.label_smoothing}")
+    _check(0 <= lo.dno_replay <= 1, f"loss.dno_replay: must be in [0, 1], got {lo.dno_replay}")
+    _check(t.lr > 0, f"train.lr: step size must be positive, got {t.lr}")
+    _check(t.epochs >= 1 and t.batch_size >= 1, "train.epochs and train.batch_size must be >= 1")
+    _check(t.optimizer in ("adamw", "rmsprop"), f"train.optimizer: adamw or rmsprop, got {t.optimizer!r}")
+    _check(t.schedule in ("linear", "cosine", "constant"), f"train.schedule: linear, cosine or constant, got {t.schedule!r}")
+    _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
+    _check(cfg.judge.name in JUDGES, f"judge.name: unknown {cfg.judge.name!r} (choose one of {', '.join(sorted(JUDGES))})")
+    _check(not cfg.eval.judge or cfg.eval.judge in JUDGES, f"eval.judge: unknown {cfg.eval.judge!r}")
+    _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
+    _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
+    _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
+    for key in ("train_prompts", "eval_prompts"):
+        _check_source(getattr(d, key), f"data.{key}")
+    _check_source(cfg.model.policy, "model.policy")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _check_source(src: str, key: str) -> None:
+    """A local path must exist; a hub id (org/name, no file suffix) is resolved at load time."""
+    if src.startswith("builtin:"):
+        return
+    p = Path(src)
+    if p.exists():
+        return
+    looks_local = src.startswith((".", "/", "~")) or p.suffix in (".json", ".jsonl", ".parquet", ".csv")
+    _check(not looks_local and bool(_HUB_ID.match(src)), f"{key}: file not found: {src}")

@@ -1,0 +1,66 @@
+"""Generation backends: K sampled responses per prompt from a policy checkpoint.
+
+A backend is built from a checkpoint path and answers ``generate(requests, spec)``. Each request
+carries its own seed, so what a prompt gets does not depend on how prompts were batched or sharded.
+``BACKENDS`` is the one registry; vLLM lives in ``selfplay/vllm_backend.py`` and is imported only
+when chosen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int                      # samples per request (K)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str                 # the user message; the backend applies the chat template
+    seed: int                   # per (round, prompt); sample j of the request uses seed-derived stream j
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    n_tokens: int               # generated tokens, EOS excluded
+    finished: bool              # True if the model ended the turn itself (EOS), False if cut at max_new_tokens
+
+
+class Backend(Protocol):
+    def generate(self, requests: Sequence[Request], spec: SamplingSpec) -> list[list[Completion]]:
+        """For each request, ``spec.n`` completions, in request order."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and any accelerator memory."""
+        ...
+
+
+def _hf(path: str, **kw) -> Backend:
+    from selfplay.hf_backend import HFBackend
+    return HFBackend(path, **kw)
+
+
+def _vllm(path: str, **kw) -> Backend:
+    from selfplay.vllm_backend import VLLMBackend  # vLLM imported only here
+    return VLLMBackend(path, **kw)
+
+
+def _auto(path: str, **kw) -> Backend:
+    from selfplay.vllm_backend import vllm_usable
+    return _vllm(path, **kw) if vllm_usable() else _hf(path, **kw)
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {"hf": _hf, "vllm": _vllm, "auto": _auto}
+
+
+def build_backend(name: str, path: str, **kw) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown generation backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[name](path, **kw)

@@ -1,0 +1,91 @@
+"""HF `generate` backend with per-sample seeds that do not depend on batching.
+
+Sampling is done as Gumbel-max: after temperature and top-p, each row adds Gumbel noise drawn
+from a counter-based hash of (row seed, step, token id) and takes the argmax. That is an exact
+sample from the filtered softmax, and a row's noise depends only on its own seed, so a
+(round, prompt, sample) gets the same response whatever batch or shard it lands in.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
+                          TemperatureLogitsWarper, TopPLogitsWarper)
+
+from selfplay.generation import Completion, Request, SamplingSpec
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser; inputs and outputs stay in [0, 2^32) so int64 never overflows."""
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The stream of sample `index` of a request seeded with `seed`."""
+    return int(_mix(torch.tensor((seed * 1000003 + index * 7919) & _M32)).item())
+
+
+class SeededGumbel(LogitsProcessor):
+    def __init__(self, seeds: Sequence[int], prompt_len: int):
+        self.seeds = torch.tensor([s & _M32 for s in seeds], dtype=torch.int64)[:, None]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len  # generated-token index, same for every row
+        vocab = torch.arange(scores.shape[1], dtype=torch.int64)[None, :]
+        h = _mix((_mix(self.seeds ^ (step * 0x9E3779B1 & _M32)) + vocab * 0x85EBCA6B) & _M32)
+        u = (h.to(torch.float64) + 0.5) / 2.0**32
+        gumbel = -torch.log(-torch.log(u)).to(scores.dtype)
+        return scores + gumbel
+
+
+class HFBackend:
+    def __init__(self, path: str, *, batch_size: int = 64, device: str | None = None, dtype: str = "float32", **_):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.tok.padding_side = "left"
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.batch_size = batch_size
+
+    def _prompt_text(self, prompt: str) -> str:
+        return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                            add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[Request], spec: SamplingSpec) -> list[list[Completion]]:
+        rows = [(r, j) for r in requests for j in range(spec.n)]
+        texts: list[Completion] = []
+        for i in tqdm(range(0, len(rows), self.batch_size), desc="generate", unit="batch", leave=False):
+            texts += self._batch(rows[i:i + self.batch_size], spec)
+        return [texts[k * spec.n:(k + 1) * spec.n] for k in range(len(requests))]
+
+    def _batch(self, rows: list[tuple[Request, int]], spec: SamplingSpec) -> list[Completion]:
+        enc = self.tok([self._prompt_text(r.prompt) for r, _ in rows], return_tensors="pt", padding=True,
+                       add_special_tokens=False).to(self.device)
+        procs = LogitsProcessorList()
+        if spec.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(spec.temperature))
+        if spec.top_p < 1.0:
+            procs.append(TopPLogitsWarper(spec.top_p))
+        procs.append(SeededGumbel([sample_seed(r.seed, j) for r, j in rows], enc.input_ids.shape[1]))
+        out = self.model.generate(**enc, do_sample=False, max_new_tokens=spec.max_new_tokens,
+                                  logits_processor=procs, eos_token_id=self.tok.eos_token_id,
+                                  pad_token_id=self.tok.pad_token_id)
+        return [self._completion(ids) for ids in out[:, enc.input_ids.shape[1]:].tolist()]
+
+    def _completion(self, ids: list[int]) -> Completion:
+        eos, pad = self.tok.eos_token_id, self.tok.pad_token_id
+        finished = eos in ids
+        ids = ids[:ids.index(eos)] if finished else [t for t in ids if t != pad]
+        return Completion(self.tok.decode(ids, skip_special_tokens=True).strip(), len(ids), finished)
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
