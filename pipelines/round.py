@@ -117,17 +117,19 @@ def run_round(cfg: Config, n: int) -> dict:
     m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"]},
                         {"generations": rp.stage("generate")}, "judge", res.judge,
                         stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
-    m_pref = run_stage("preferences", rp.stage("preferences"), algo_part, {"judgments": rp.stage("judge")},
-                       "judge", res.judge, stages.preferences, rp.stage("judge"), cfg, n, round_=n)
+    earlier = [round_paths(cfg.run_dir, k).stage("preferences") for k in range(1, n)]
+    m_pref = run_stage("preferences", rp.stage("preferences"), algo_part,
+                       {"judgments": rp.stage("judge"), **{f"pairs_{i + 1}": p for i, p in enumerate(earlier)}},
+                       "judge", res.judge, stages.preferences, rp.stage("judge"), cfg, n, earlier, round_=n)
     m_train = run_stage("train", rp.policy, train_part, {"preferences": rp.stage("preferences"), **refs},
                         "trainer", res.trainer, stages.train, str(prev.policy), {k: str(v) for k, v in refs.items()},
-                        rp.stage("preferences"), cfg, n, round_=n)
+                        rp.stage("preferences"), cfg, n, ctx, round_=n)
     done = {"generate": m_gen, "judge": m_judge, "preferences": m_pref, "train": m_train}
     info = {"train_loss": m_train.extra.get("train_loss"), "loss_curve": m_train.extra.get("loss_curve", []),
             "judge": {k: v for k, v in m_judge.extra.items() if not k.startswith("peak")},
             "stage_seconds": {k: m.seconds for k, m in done.items()}}
-    earlier = {f"eval_{k}": round_paths(cfg.run_dir, k).eval for k in range(n)}
-    m_eval = run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy, **earlier}, "generation",
+    evals = {f"eval_{k}": round_paths(cfg.run_dir, k).eval for k in range(n)}
+    m_eval = run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy, **evals}, "generation",
                        res.generation, evaluate, cfg.run_dir, n, cfg, ctx, info, round_=n)
     return m_eval.extra
 

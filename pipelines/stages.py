@@ -105,13 +105,14 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
     return {"judge": j.name, **stats.summary()}
 
 
-def preferences(judgments: Path, cfg: Config, round_: int, out: Path) -> dict:
+def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], out: Path) -> dict:
     """The algorithm's pair rule (SPPO: best and worst by win rate against the sample)."""
-    from selfplay.algorithms import get_algorithm
+    from selfplay.algorithms import PairContext, get_algorithm
     from selfplay.records import JudgedPrompt, from_rows, to_rows
 
     judged = from_rows(JudgedPrompt, _load(judgments))
-    pairs = get_algorithm(cfg.algorithm).make_pairs(judged, round_)
+    ctx = PairContext(round=round_, loss=cfg.loss, earlier_preferences=tuple(earlier), seed=cfg.seed)
+    pairs = get_algorithm(cfg.algorithm).make_pairs(judged, ctx)
     if not pairs:
         raise ValueError(f"round {round_}: the judge gave no usable pair out of {len(judged)} prompts "
                          "(all responses tied or abstained); check the judge")
@@ -120,12 +121,19 @@ def preferences(judgments: Path, cfg: Config, round_: int, out: Path) -> dict:
     return {"pairs": len(pairs), "prompts": len(judged), "mean_margin": float(np.mean(margins))}
 
 
-def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, round_: int, out: Path) -> dict:
+def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, round_: int, judge_ctx,
+          out: Path) -> dict:
+    from selfplay.algorithms import get_algorithm
     from selfplay.records import PreferencePair, from_rows
     from selfplay.trainer import train_policy
 
     pairs = from_rows(PreferencePair, _load(prefs))
-    res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_))
+    custom = get_algorithm(cfg.algorithm).train
+    seed = seed_for(cfg.seed, "train", round_)
+    if custom is not None:
+        res = custom(policy, out, pairs, references, cfg, seed, judge_ctx=judge_ctx, round_=round_)
+    else:
+        res = train_policy(policy, out, pairs, references, cfg, seed)
     return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs}
 
 

@@ -154,6 +154,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return _build(tp, value or {}, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and value is None:
         return ""
     ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))

@@ -5,8 +5,9 @@ before training), how judged prompts become training pairs, and its per-example 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -25,12 +26,24 @@ class PairTensors:
 
 
 @dataclass(frozen=True)
+class PairContext:
+    """What a pair rule may look at besides this round's judgments."""
+    round: int
+    loss: object                                        # LossConfig
+    earlier_preferences: tuple[Path, ...] = ()          # round_1..round_{n-1}/preferences, oldest first
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Algorithm:
     name: str
     paper: str
     references: tuple[str, ...]        # "previous" (π_t), "initial" (π_ref), "previous2" (π_{t-1})
-    make_pairs: Callable[[list[JudgedPrompt], int], list[PreferencePair]]
+    make_pairs: Callable[[list[JudgedPrompt], PairContext], list[PreferencePair]]
     loss: Callable[[PairTensors, object], torch.Tensor]   # (tensors, LossConfig) -> [B]
+    # A round whose update is not "reference log-probs, then epochs of the loss" (EGPO's
+    # extragradient) supplies its own trainer with train_policy's signature plus the judge context.
+    train: Optional[Callable] = None
 
 
 def _registry() -> dict[str, Algorithm]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.algorithms import Algorithm, PairContext, PairTensors
 from selfplay.losses import sppo_loss
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -20,7 +20,7 @@ def winrates(matrix: np.ndarray) -> np.ndarray:
     return np.nanmean(matrix, axis=1)
 
 
-def best_worst_pairs(judged: list[JudgedPrompt], round_: int) -> list[PreferencePair]:
+def best_worst_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferencePair]:
     pairs = []
     for jp in judged:
         p = winrates(jp.array())
@@ -31,7 +31,7 @@ def best_worst_pairs(judged: list[JudgedPrompt], round_: int) -> list[Preference
             continue
         pairs.append(PreferencePair(prompt=jp.prompt, chosen=jp.responses[w], rejected=jp.responses[l],
                                     prompt_id=jp.prompt_id, chosen_winrate=float(p[w]),
-                                    rejected_winrate=float(p[l]), target=1.0, round=round_,
+                                    rejected_winrate=float(p[l]), target=1.0, round=ctx.round,
                                     chosen_idx=w, rejected_idx=l))
     return pairs
 
