@@ -85,7 +85,7 @@ def assemble_metrics(run_dir: str, n: int, cfg: Config, versus: dict, gen_info: 
 
     w = winrate_matrix(run_dir, n, versus)
     names = [f"round_{i}" for i in range(n + 1)]
-    ratings = st.bradley_terry(w)
+    ratings = st.bradley_terry(w, games=max(versus["round_0"]["n"], 1))
     samples = [{"prompt": p, "response": rs[0]["response"], "policy": f"round_{n}"}
                for _, p, rs in group_generations(out / "generations")[:4]]
     return {
