@@ -56,9 +56,20 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),
                                                   "evaluate": round(time.time() - t0, 2)}}
     metrics = assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
     return {"winrate_vs_initial": metrics["winrate_vs_initial"]["mean"],
             "winrate_vs_previous": metrics["winrate_vs_previous"]["mean"]}
+
+
+def finite_json(x):
+    """NaN/inf become null: metrics.json must stay strict JSON for browsers and other tools."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_json(v) for v in x]
+    return x
 
 
 def export_alpaca_eval(generations: Path, generator: str, out: Path) -> None:
