@@ -52,6 +52,7 @@ nash-sim: setup
 
 dashboard: setup
 	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena)
+	@echo "open it from disk in any browser; no server needed"
 
 clean:
 	rm -rf runs artifacts .pytest_cache
