@@ -48,12 +48,18 @@ def _hf(path: str, **kw) -> Backend:
 
 
 def _vllm(path: str, **kw) -> Backend:
-    from selfplay.vllm_backend import VLLMBackend  # vLLM imported only here
+    try:
+        from selfplay.vllm_backend import VLLMBackend  # vLLM imported only here
+    except ImportError as e:
+        raise RuntimeError(f"generation.backend=vllm is not available here ({e}); use generation.backend=hf") from None
     return VLLMBackend(path, **kw)
 
 
 def _auto(path: str, **kw) -> Backend:
-    from selfplay.vllm_backend import vllm_usable
+    try:
+        from selfplay.vllm_backend import vllm_usable
+    except ImportError:
+        return _hf(path, **kw)
     return _vllm(path, **kw) if vllm_usable() else _hf(path, **kw)
 
 
