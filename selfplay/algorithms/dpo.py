@@ -1,0 +1,31 @@
+"""Iterative DPO and IPO baselines: each round trains against the previous round's policy.
+
+Pairs: best and worst by win rate against the K samples (the SPPO rule, sppo.best_worst_pairs),
+hard labels. Reference: π_t = "previous" (round n−1), the "iterative DPO/IPO" baselines of the
+SPPO paper (arXiv 2405.00675 §5.2) and of INPO (arXiv 2407.00617 Table 1).
+* DPO: Rafailov et al., arXiv 2305.18290 Eq. 7; loss.beta, loss.label_smoothing (conservative DPO).
+* IPO: Azar et al., arXiv 2310.12036 Eq. 17, (u − 1/(2β))². TRL divides the log-ratios by the
+  number of response tokens (spec §9); set loss.average_logprobs: true for that variant.
+"""
+from __future__ import annotations
+
+from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.algorithms.sppo import best_worst_pairs
+from selfplay.losses import dpo_loss, ipo_loss
+
+
+def _dpo(t: PairTensors, cfg) -> "torch.Tensor":
+    ref_c, ref_r = t.refs["previous"]
+    return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
+
+
+def _ipo(t: PairTensors, cfg) -> "torch.Tensor":
+    ref_c, ref_r = t.refs["previous"]
+    return ipo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta)
+
+
+DPO = Algorithm(name="dpo", paper="arXiv 2305.18290 (iterative)", references=("previous",),
+                make_pairs=best_worst_pairs, loss=_dpo)
+IPO = Algorithm(name="ipo", paper="arXiv 2310.12036 (iterative)", references=("previous",),
+                make_pairs=best_worst_pairs, loss=_ipo)
+ALGORITHMS = [DPO, IPO]

@@ -1,0 +1,93 @@
+"""INPO round (Zhang et al., "Iterative Nash Policy Optimization", arXiv 2407.00617, ICLR 2025).
+
+Pairs (paper §4.1 and App. B): only *hard* preferences are used, never win-rate estimates.
+* K a power of two (K = 8 in the paper's pair-preference-model runs): a knockout tournament read
+  from the judged K×K matrix. First round (0,1), (2,3), …; the winners play a single-elimination
+  bracket whose champion is y_w, the first-round losers play one in which the *loser* advances,
+  giving y_l; a final check y_w vs y_l keeps the pair only if y_w strictly wins. For K = 8 that is
+  4 + (2+1) + (2+1) + 1 = 11 comparisons (spec §2.1). Inside the brackets a tie (or an abstention)
+  goes to the first-listed response, as in the paper; the final check needs a strict win because a
+  tied pair carries no preference (the third-party copy of the authors' script skips it too).
+* Any other K: best and worst by win rate against the sample — the paper's reward-model variant
+  (y_w = highest score, y_l = lowest), with the pipeline's row-mean win rate as the score.
+chosen_winrate / rejected_winrate hold the row-mean win rates for diagnostics only: the INPO loss
+ignores them.
+
+Loss (Algorithm 1, Eq. 8): (h − 1/(2η))² with h measured against the geometric mixture
+π_ref^{τ/η} π_t^{1−τ/η}; π_ref = "initial" (round 0), π_t = "previous" (round n−1). Paper values:
+η = 0.005, τ = η/3 (App. B).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from selfplay.algorithms import Algorithm, PairContext, PairTensors
+from selfplay.algorithms.sppo import best_worst_pairs, winrates
+from selfplay.losses import inpo_loss
+from selfplay.records import JudgedPrompt, PreferencePair
+
+
+def uses_tournament(k: int) -> bool:
+    """The bracket needs K = 2^m ≥ 4 (two disjoint halves of at least two); K = 8 is the paper's."""
+    return k >= 4 and k & (k - 1) == 0
+
+
+def first_wins(m: np.ndarray, i: int, j: int) -> bool:
+    """Hard decision of the match (i, j): i wins unless the judge strictly prefers j (ties, NaN → i)."""
+    return not m[i, j] < 0.5
+
+
+def _winner_bracket(m: np.ndarray, players: list[int]) -> int:
+    while len(players) > 1:
+        players = [a if first_wins(m, a, b) else b for a, b in zip(players[::2], players[1::2])]
+    return players[0]
+
+
+def _loser_bracket(m: np.ndarray, players: list[int]) -> int:
+    while len(players) > 1:
+        players = [b if first_wins(m, a, b) else a for a, b in zip(players[::2], players[1::2])]
+    return players[0]
+
+
+def tournament(m: np.ndarray) -> tuple[int, int] | None:
+    """(y_w, y_l) indices from the knockout bracket, or None when y_w does not beat y_l."""
+    k = m.shape[0]
+    firsts = [(i, i + 1) if first_wins(m, i, i + 1) else (i + 1, i) for i in range(0, k, 2)]
+    w = _winner_bracket(m, [a for a, _ in firsts])
+    l = _loser_bracket(m, [b for _, b in firsts])
+    return (w, l) if m[w, l] > 0.5 else None  # NaN > 0.5 is False: an abstained final drops the pair
+
+
+def tournament_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferencePair]:
+    pairs = []
+    for jp in judged:
+        m = jp.array()
+        picked = tournament(m)
+        if picked is None:
+            continue
+        w, l = picked
+        p = winrates(m)
+        pairs.append(PreferencePair(prompt=jp.prompt, chosen=jp.responses[w], rejected=jp.responses[l],
+                                    prompt_id=jp.prompt_id, chosen_winrate=float(p[w]),
+                                    rejected_winrate=float(p[l]), target=1.0, round=ctx.round,
+                                    chosen_idx=w, rejected_idx=l))
+    return pairs
+
+
+def make_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferencePair]:
+    """Tournament for power-of-two K (mixed K per prompt is handled prompt by prompt), else best/worst."""
+    bracket = [jp for jp in judged if uses_tournament(len(jp.responses))]
+    other = [jp for jp in judged if not uses_tournament(len(jp.responses))]
+    pairs = tournament_pairs(bracket, ctx) + best_worst_pairs(other, ctx)
+    order = {jp.prompt_id: i for i, jp in enumerate(judged)}
+    return sorted(pairs, key=lambda p: order[p.prompt_id])
+
+
+def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    ref_c, ref_r = t.refs["initial"]
+    prev_c, prev_r = t.refs["previous"]
+    return inpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, prev_c, prev_r, cfg.eta, cfg.tau)
+
+
+ALGORITHMS = [Algorithm(name="inpo", paper="arXiv 2407.00617", references=("initial", "previous"),
+                        make_pairs=make_pairs, loss=_loss)]
