@@ -71,3 +71,20 @@ def run_in_actor(role: str, resources, fn: Callable, *args, **kwargs) -> tuple[A
         return ray.get(actor.run.remote(fn, args, kwargs))
     finally:
         ray.kill(actor)
+
+
+def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple]) -> list[Any]:
+    """Run fn(*args) for each args in `calls`, each in its own `role` actor, concurrently; results in order.
+
+    Data parallelism for a stage: the caller (a coordinator actor holding no resources) fans its
+    shards out, and Ray places each actor wherever `resources` are free on the cluster.
+    """
+    opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
+    actors = [ray.remote(**opts)(StageActor).remote() for _ in calls]
+    try:
+        return [r for r, _ in ray.get([a.run.remote(fn, args, {}) for a, args in zip(actors, calls)])]
+    finally:
+        for a in actors:
+            ray.kill(a)

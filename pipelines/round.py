@@ -59,13 +59,26 @@ def _brief(extra: dict) -> str:
                     for k in keys if k in extra)
 
 
+def generation_resources(cfg: Config):
+    """With several engines the stage's own actor only coordinates: the engines hold the devices."""
+    from selfplay.config import ActorResources
+    return ActorResources(num_cpus=0, num_gpus=0) if cfg.generation.num_engines > 1 else cfg.resources.generation
+
+
+def trainer_resources(cfg: Config):
+    """Ray Train workers each take resources.trainer; the stage actor that starts them holds nothing."""
+    from selfplay.config import ActorResources
+    from selfplay.distributed import needs_worker_group
+    return ActorResources(num_cpus=0, num_gpus=0) if needs_worker_group(cfg) else cfg.resources.trainer
+
+
 def ensure_round_zero(cfg: Config) -> None:
     """Round 0 is the initial policy plus its eval generations (reused by every later round)."""
     from pipelines import stages
     rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
     run_stage("init", rp.policy, {"model": c["model"]}, {}, "trainer", cfg.resources.trainer,
               stages.init_policy, cfg.model.policy, round_=0)
-    run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", cfg.resources.generation,
+    run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", generation_resources(cfg),
               stages.eval_generations, str(rp.policy), cfg, 0, round_=0)
 
 
@@ -113,7 +126,7 @@ def run_round(cfg: Config, n: int) -> dict:
     if n == 1:
         ensure_round_zero(cfg)
     m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
-                      res.generation, stages.generate, str(prev.policy), cfg, n, round_=n)
+                      generation_resources(cfg), stages.generate, str(prev.policy), cfg, n, round_=n)
     m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"]},
                         {"generations": rp.stage("generate")}, "judge", res.judge,
                         stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
@@ -122,7 +135,7 @@ def run_round(cfg: Config, n: int) -> dict:
                        {"judgments": rp.stage("judge"), **{f"pairs_{i + 1}": p for i, p in enumerate(earlier)}},
                        "judge", res.judge, stages.preferences, rp.stage("judge"), cfg, n, earlier, round_=n)
     m_train = run_stage("train", rp.policy, train_part, {"preferences": rp.stage("preferences"), **refs},
-                        "trainer", res.trainer, stages.train, str(prev.policy), {k: str(v) for k, v in refs.items()},
+                        "trainer", trainer_resources(cfg), stages.train, str(prev.policy), {k: str(v) for k, v in refs.items()},
                         rp.stage("preferences"), cfg, n, ctx, round_=n)
     done = {"generate": m_gen, "judge": m_judge, "preferences": m_pref, "train": m_train}
     info = {"train_loss": m_train.extra.get("train_loss"), "loss_curve": m_train.extra.get("loss_curve", []),
@@ -130,7 +143,7 @@ def run_round(cfg: Config, n: int) -> dict:
             "stage_seconds": {k: m.seconds for k, m in done.items()}}
     evals = {f"eval_{k}": round_paths(cfg.run_dir, k).eval for k in range(n)}
     m_eval = run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy, **evals}, "generation",
-                       res.generation, evaluate, cfg.run_dir, n, cfg, ctx, info, round_=n)
+                       generation_resources(cfg), evaluate, cfg.run_dir, n, cfg, ctx, info, round_=n)
     return m_eval.extra
 
 

@@ -1,7 +1,7 @@
 """What each stage does, as plain functions of (input paths, config, output dir).
 
-They run inside Ray actors (pipelines/actors.py) but import no Ray, so tests can call them
-directly. Each reads its inputs from the run directory and writes its `datasets` file or
+They run inside Ray actors (pipelines/actors.py) and import no Ray (except to fan generation
+out over several engines), so tests can call them directly. Each reads its inputs from the run directory and writes its `datasets` file or
 checkpoint into `out` (a temp dir that the driver renames into place); it returns a small
 dict of diagnostics for the manifest.
 """
@@ -52,7 +52,7 @@ def init_policy(source: str, out: Path) -> dict:
 def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
     from selfplay.data import load_prompts, round_slice
-    from selfplay.generation import Request, SamplingSpec, build_backend
+    from selfplay.generation import Request, SamplingSpec
     from selfplay.records import Generation, to_rows
 
     d, g = cfg.data, cfg.generation
@@ -68,11 +68,15 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
         tag = f"train/{round_}"
     requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
     t0 = time.time()
-    backend = build_backend(g.backend, policy, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
-                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
-    load_s = time.time() - t0
-    completions = backend.generate(requests, spec)
-    backend.close()
+    if g.num_engines > 1 and len(requests) > 1:
+        from pipelines.actors import map_in_actors  # Ray only when fanning out over engines
+        shards = split_evenly(requests, g.num_engines)
+        results = map_in_actors("generation", cfg.resources.generation, sample,
+                                [(policy, cfg, shard, spec) for shard in shards])
+        completions = [c for part, _ in results for c in part]
+        load_s = max(s for _, s in results)
+    else:
+        completions, load_s = sample(policy, cfg, requests, spec)
     gens = [Generation(r.prompt_id, r.prompt, j, q.seed, c.text, c.n_tokens, c.finished, round_)
             for r, q, cs in zip(rows, requests, completions) for j, c in enumerate(cs)]
     _save(to_rows(gens), out)
@@ -80,6 +84,33 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
     return {"prompts": len(rows), "samples": len(gens), "tokens": tokens, "load_seconds": round(load_s, 2),
             "tokens_per_s": tokens / max(time.time() - t0 - load_s, 1e-9),
             "mean_response_tokens": tokens / max(len(gens), 1)}
+
+
+def sample(policy: str, cfg: Config, requests: list, spec) -> tuple[list, float]:
+    """One engine: load the checkpoint fresh (that is how new weights reach it), sample, release.
+
+    Returns the completions and the load time. Per-request seeds make the result independent of
+    which engine a request lands on.
+    """
+    from selfplay.generation import build_backend
+
+    g = cfg.generation
+    t0 = time.time()
+    backend = build_backend(g.backend, policy, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
+                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
+    load_s = time.time() - t0
+    try:
+        return backend.generate(requests, spec), load_s
+    finally:
+        backend.close()
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    """Contiguous shards whose sizes differ by at most one (no empty shard)."""
+    parts = max(1, min(parts, len(items)))
+    q, r = divmod(len(items), parts)
+    bounds = [i * q + min(i, r) for i in range(parts + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
@@ -125,6 +156,7 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
           out: Path) -> dict:
     from selfplay.algorithms import get_algorithm
     from selfplay.records import PreferencePair, from_rows
+    from selfplay.distributed import train_policy_distributed, uses_distributed
     from selfplay.trainer import train_policy
 
     pairs = from_rows(PreferencePair, _load(prefs))
@@ -132,6 +164,8 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     seed = seed_for(cfg.seed, "train", round_)
     if custom is not None:
         res = custom(policy, out, pairs, references, cfg, seed, judge_ctx=judge_ctx, round_=round_)
+    elif uses_distributed(cfg):   # several workers, FSDP or LoRA: Ray Train's path
+        res = train_policy_distributed(policy, out, pairs, references, cfg, seed)
     else:
         res = train_policy(policy, out, pairs, references, cfg, seed)
     return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs}

@@ -82,11 +82,15 @@ class TrainConfig:
     lr: float = 2e-4
     epochs: int = 2
     batch_size: int = 32
-    optimizer: str = "adamw"           # adamw | rmsprop (SPPO's choice)
+    optimizer: str = "adamw"           # adamw | rmsprop (SPPO's choice) | sgd
     schedule: str = "linear"           # linear | cosine | constant
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    workers: int = 1                   # data-parallel Ray Train workers, each with resources.trainer
+    strategy: str = "ddp"              # ddp | fsdp (shard params/grads/optimizer) | fsdp_offload (shards on host)
+    lora_rank: int = 0                 # > 0: peft LoRA on every linear layer, merged into the saved checkpoint
+    lora_alpha: float = 16.0
 
 
 @dataclass(frozen=True)
@@ -230,9 +234,12 @@ def validate(cfg: Config) -> None:
     _check(0 <= lo.dno_replay <= 1, f"loss.dno_replay: must be in [0, 1], got {lo.dno_replay}")
     _check(t.lr > 0, f"train.lr: step size must be positive, got {t.lr}")
     _check(t.epochs >= 1 and t.batch_size >= 1, "train.epochs and train.batch_size must be >= 1")
-    _check(t.optimizer in ("adamw", "rmsprop"), f"train.optimizer: adamw or rmsprop, got {t.optimizer!r}")
+    _check(t.optimizer in ("adamw", "rmsprop", "sgd"), f"train.optimizer: adamw, rmsprop or sgd, got {t.optimizer!r}")
     _check(t.schedule in ("linear", "cosine", "constant"), f"train.schedule: linear, cosine or constant, got {t.schedule!r}")
     _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    _check(t.workers >= 1, f"train.workers: at least 1, got {t.workers}")
+    _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
+    _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
     _check(cfg.judge.name in JUDGES, f"judge.name: unknown {cfg.judge.name!r} (choose one of {', '.join(sorted(JUDGES))})")
     _check(not cfg.eval.judge or cfg.eval.judge in JUDGES, f"eval.judge: unknown {cfg.eval.judge!r}")

@@ -66,6 +66,8 @@ def make_optimizer(model, cfg, total_steps: int):
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "rmsprop":
         opt = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":  # linear in the gradient: what the data-parallel equivalence test steps with
+        opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
