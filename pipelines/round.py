@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     need = max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
     try:
         with ray_session(need):
+            from pipelines.submit import check_shared_run_dir
+            check_shared_run_dir(cfg.run_dir)   # on a cluster, every node must see the run directory
             for n in rounds:
                 t0 = time.time()
                 run_round(cfg, n)
