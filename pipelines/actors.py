@@ -73,18 +73,34 @@ def run_in_actor(role: str, resources, fn: Callable, *args, **kwargs) -> tuple[A
         ray.kill(actor)
 
 
-def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple]) -> list[Any]:
+def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeout_s: float = 600) -> list[Any]:
     """Run fn(*args) for each args in `calls`, each in its own `role` actor, concurrently; results in order.
 
     Data parallelism for a stage: the caller (a coordinator actor holding no resources) fans its
-    shards out, and Ray places each actor wherever `resources` are free on the cluster.
+    shards out. The actors are gang-scheduled in one placement group (one bundle of `resources`
+    each, spread over nodes where possible), so either all engines start or the stage says which
+    resources the cluster lacks, instead of half the engines waiting forever.
     """
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
-    actors = [ray.remote(**opts)(StageActor).remote() for _ in calls]
+    bundle = {k: v for k, v in (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0}
+    pg = placement_group([bundle] * len(calls), strategy="SPREAD") if bundle else None
+    if pg is not None and not pg.wait(timeout_seconds=timeout_s):
+        remove_placement_group(pg)
+        raise RuntimeError(f"{role}: the cluster cannot place {len(calls)} actors of {bundle} each within "
+                           f"{timeout_s:.0f}s; lower generation.num_engines or add nodes")
+    actors = []
     try:
+        for i in range(len(calls)):
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i) if pg else "DEFAULT"
+            actors.append(ray.remote(**opts)(StageActor).options(scheduling_strategy=strategy).remote())
         return [r for r, _ in ray.get([a.run.remote(fn, args, {}) for a, args in zip(actors, calls)])]
     finally:
         for a in actors:
             ray.kill(a)
+        if pg is not None:
+            remove_placement_group(pg)

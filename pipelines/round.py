@@ -54,7 +54,7 @@ def _seed(part) -> int:
 
 
 def _brief(extra: dict) -> str:
-    keys = ("samples", "pairs", "pairs_per_s", "train_loss", "winrate_vs_initial", "winrate_vs_previous", "peak_rss_mb")
+    keys = ("samples", "pairs", "pairs_per_s", "train_loss", "winrate_vs_initial", "winrate_vs_previous", "peak_rss_mb", "peak_gpu_mb")
     return " ".join(f"{k}={extra[k]:.3g}" if isinstance(extra[k], float) else f"{k}={extra[k]}"
                     for k in keys if k in extra)
 

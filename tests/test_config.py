@@ -60,3 +60,30 @@ def test_sppo_paper_config_matches_the_paper():
     assert cfg.generation.k == 5 and cfg.generation.temperature == 0.7 and cfg.generation.top_p == 0.9
     assert cfg.loss.eta == 1000.0 and cfg.train.lr == 5e-7 and cfg.train.optimizer == "rmsprop"
     assert cfg.generation.backend == "vllm"
+
+
+PAPER = {   # file: (algorithm, policy prefix, K, {loss field: value}, lr, optimizer, trainer workers × GPUs)
+    "inpo_llama3_8b.yaml": ("inpo", "RLHFlow/LLaMA3-SFT", 8, {"eta": 0.005, "tau": 0.0016667}, 5e-7, "adamw", 8),
+    "dno_orca25_mistral7b.yaml": ("dno", "mistralai/Mistral-7B", 5, {"beta": 0.1, "dno_replay": 0.3}, 5e-5, "adamw", 8),
+    "egpo_qwen25_1p5b.yaml": ("egpo", "vectorzhou/Qwen2.5-1.5B", 3, {"beta": 0.1, "average_logprobs": True}, 5e-7,
+                              "adamw", 1),
+    "apo_mistral7b.yaml": ("apo", "mistralai/Mistral-7B-Instruct-v0.2", 5, {"eta": 1000.0, "apo_base": "sppo"}, 5e-7,
+                           "rmsprop", 8),
+    "sppo_mistral7b_pairrm.yaml": ("sppo", "mistralai/Mistral-7B-Instruct-v0.2", 5, {"eta": 1000.0}, 5e-7, "rmsprop", 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_configs_carry_the_papers_setup(name):
+    algo, policy, k, loss, lr, optimizer, gpus = PAPER[name]
+    text = (ROOT / "configs/paper" / name).read_text()
+    cfg = load_config(ROOT / "configs/paper" / name)
+    assert cfg.algorithm == algo and cfg.model.policy.startswith(policy) and cfg.generation.k == k
+    assert {f: getattr(cfg.loss, f) for f in loss} == loss
+    assert cfg.train.lr == lr and cfg.train.optimizer == optimizer
+    assert cfg.train.workers * cfg.resources.trainer.num_gpus == gpus
+    assert "Hardware:" in text and cfg.generation.backend == "vllm"
+    if algo == "egpo":   # the authors' --lora
+        assert (cfg.train.lora_rank, cfg.train.lora_alpha) == (256, 512)
+    if algo == "inpo":   # τ = η/3
+        assert cfg.loss.tau == pytest.approx(cfg.loss.eta / 3, rel=1e-4)
