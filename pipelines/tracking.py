@@ -22,7 +22,19 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The numbers wandb gets: the same values as metrics.json, flattened with '/' separators."""
     keep = {k: metrics[k] for k in ("winrate_vs_initial", "winrate_vs_previous", "mean_response_tokens",
                                    "train_loss", "judge", "eval_judge", "stage_seconds") if metrics.get(k) is not None}
-    return _flat("", keep, {})
+    out = _flat("", keep, {})
+    ratings = metrics.get("ratings") or {}
+    for key in ("elo", "ci_low", "ci_high"):   # ratings/elo/round_k: this round's view of every policy
+        for name, v in zip(ratings.get("policies") or [], ratings.get(key) or []):
+            if isinstance(v, (int, float)):
+                out[f"ratings/{key}/{name}"] = v
+    matrix = metrics.get("winrate_matrix") or {}
+    names, rows = matrix.get("policies") or [], matrix.get("winrate") or []
+    if rows and names:   # the new policy's row: its win rate against each earlier round
+        out |= {f"winrate_vs/{n}": v for n, v in zip(names, rows[-1]) if isinstance(v, (int, float))}
+    if isinstance(metrics.get("cycles"), list):
+        out["cycles"] = len(metrics["cycles"])
+    return out
 
 
 def log_round(cfg: Config, metrics: dict) -> None:
