@@ -117,6 +117,8 @@ def cross_preferences(judge: Judge, prompts: Sequence[str], a: Sequence[Sequence
     """Per prompt, the [len(a_k), len(b_k)] matrix of P(a_i ≻ b_j), each pair asked in both orders
     (a first, then b first) and averaged, so a judge's position bias cannot favour either policy."""
     stats = stats if stats is not None else JudgeStats()
+    if getattr(judge, "both_orders", False):  # the judge asks both orders itself (LLM judge): once is enough
+        return _cross_once(judge, prompts, a, b, stats)
     fp, fa, fb, index = [], [], [], []
     for k, (p, xs, ys) in enumerate(zip(prompts, a, b)):
         for i, x in enumerate(xs):
@@ -138,4 +140,18 @@ def cross_preferences(judge: Judge, prompts: Sequence[str], a: Sequence[Sequence
             stats.order_disagreements += int((fwd - 0.5) * ((1.0 - bwd) - 0.5) < 0)
         votes = [v for v in (fwd, 1.0 - bwd) if not np.isnan(v)]
         out[k][i, j] = float(np.mean(votes)) if votes else np.nan
+    return out
+
+
+def _cross_once(judge: Judge, prompts, a, b, stats: JudgeStats) -> list[np.ndarray]:
+    index = [(k, i, j) for k, (xs, ys) in enumerate(zip(a, b)) for i in range(len(xs)) for j in range(len(ys))]
+    t0 = time.perf_counter()
+    probs = (np.asarray(judge.compare([prompts[k] for k, _, _ in index], [a[k][i] for k, i, _ in index],
+                                      [b[k][j] for k, _, j in index]), dtype=np.float64) if index else np.zeros(0))
+    stats.seconds += time.perf_counter() - t0
+    stats.pairs += 2 * len(index)
+    stats.abstained += int(np.isnan(probs).sum())
+    out = [np.full((len(xs), len(ys)), np.nan) for xs, ys in zip(a, b)]
+    for (k, i, j), p in zip(index, probs):
+        out[k][i, j] = p
     return out

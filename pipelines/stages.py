@@ -95,6 +95,8 @@ def sample(policy: str, cfg: Config, requests: list, spec) -> tuple[list, float]
     from selfplay.generation import build_backend
 
     g = cfg.generation
+    if g.backend == "vllm":
+        check_memory("generation", policy, cfg)
     t0 = time.time()
     backend = build_backend(g.backend, policy, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
                             gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
@@ -103,6 +105,16 @@ def sample(policy: str, cfg: Config, requests: list, spec) -> tuple[list, float]
         return backend.generate(requests, spec), load_s
     finally:
         backend.close()
+
+
+def check_memory(component: str, policy: str, cfg: Config) -> None:
+    """Stop before loading anything if `component` cannot fit on this actor's GPU (no-op on CPU)."""
+    from selfplay import memory
+    device, n_params = memory.gpu_bytes(), memory.parameter_count(policy)
+    if device is None or n_params is None:
+        return
+    check = memory.check_trainer if component == "trainer" else memory.check_generation
+    check(n_params, cfg, device)
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -129,11 +141,24 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
     groups = group_generations(generations)
     j = build_judge(cfg.judge.name, cfg.judge, ctx)
     stats = JudgeStats()
-    mats = preference_matrices(j, [p for _, p, _ in groups], [[r["response"] for r in rs] for _, _, rs in groups], stats)
-    judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name)
+    ids, prompts = [pid for pid, _, _ in groups], [p for _, p, _ in groups]
+    responses = [[r["response"] for r in rs] for _, _, rs in groups]
+    mats = preference_matrices(j, prompts, responses, stats)
+    extra: dict = {}
+    cons = {pid: 1.0 for pid in ids}
+    if hasattr(j, "consistency"):  # CREAM: a consistency rate per prompt, from the scores just computed
+        cons = j.consistency(ids, prompts, responses)
+        extra["consistency_mean"] = float(np.mean([cons[pid] for pid in ids])) if ids else float("nan")
+    judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name,
+                           consistency=float(cons[pid]))
               for (pid, p, rs), m in zip(groups, mats)]
     _save(to_rows(judged), out)
-    return {"judge": j.name, **stats.summary()}
+    summary = {"judge": j.name, **stats.summary(), **extra}
+    if hasattr(j, "diagnostics"):  # judge-specific counters (parse failures, both-order disagreements, ...)
+        summary.update(j.diagnostics())
+    if hasattr(j, "close"):
+        j.close()
+    return summary
 
 
 def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], out: Path) -> dict:
@@ -159,6 +184,7 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     from selfplay.distributed import train_policy_distributed, uses_distributed
     from selfplay.trainer import train_policy
 
+    check_memory("trainer", policy, cfg)
     pairs = from_rows(PreferencePair, _load(prefs))
     custom = get_algorithm(cfg.algorithm).train
     seed = seed_for(cfg.seed, "train", round_)

@@ -61,7 +61,15 @@ class JudgeConfig:
     batch_size: int = 32
     aggregation: str = "sppo"          # pairrm: sppo (σ(s_i − s_j)) | pairwise (order-averaged σ(L_ij))
     samples: int = 3                   # self_reward: judge samples averaged per response
-    consistency: str = "per_prompt"    # cream: per_prompt | mean
+    consistency: str = "per_prompt"    # cream: per_prompt (each prompt its own C) | mean (dataset-mean C)
+    score_mode: str = "sample"         # self_reward: sample (parse "Score: N" from sampled text) | logprobs (expected digit)
+    backend: str = "hf"                # llm / self_reward local judge model: hf | vllm | auto
+    device: str = ""                   # llm / self_reward / cream local models: cpu | cuda; "" = cuda when visible
+    max_new_tokens: int = 0            # judge text budget; 0 = the judge's default (llm endpoint 16, self_reward 256)
+    temperature: float = 0.7           # self_reward sample mode: judge sampling temperature (paper setup 0.7)
+    top_p: float = 0.9                 # self_reward sample mode: judge sampling top-p
+    api_key_env: str = "OPENAI_API_KEY"  # llm endpoint: environment variable with the API key (unset: no auth header)
+    timeout_s: float = 60.0            # llm endpoint: seconds per HTTP request (retried twice, then the stage fails)
 
 
 @dataclass(frozen=True)
@@ -243,12 +251,29 @@ def validate(cfg: Config) -> None:
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
     _check(cfg.judge.name in JUDGES, f"judge.name: unknown {cfg.judge.name!r} (choose one of {', '.join(sorted(JUDGES))})")
     _check(not cfg.eval.judge or cfg.eval.judge in JUDGES, f"eval.judge: unknown {cfg.eval.judge!r}")
+    _check_judge(cfg, BACKENDS)
     _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
     _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
     for key in ("train_prompts", "eval_prompts"):
         _check_source(getattr(d, key), f"data.{key}")
     _check_source(cfg.model.policy, "model.policy")
+
+
+def _check_judge(cfg: Config, backends) -> None:
+    j = cfg.judge
+    _check(j.consistency in ("per_prompt", "mean"), f"judge.consistency: per_prompt or mean, got {j.consistency!r}")
+    _check(j.score_mode in ("sample", "logprobs"), f"judge.score_mode: sample or logprobs, got {j.score_mode!r}")
+    _check(j.backend in backends, f"judge.backend: unknown {j.backend!r} (choose one of {', '.join(sorted(backends))})")
+    _check(j.samples >= 1, f"judge.samples: must be >= 1, got {j.samples}")
+    _check(j.batch_size >= 1, f"judge.batch_size: must be >= 1, got {j.batch_size}")
+    _check(j.max_new_tokens >= 0, f"judge.max_new_tokens: must be >= 0 (0 = default), got {j.max_new_tokens}")
+    _check(0 < j.temperature <= 10, f"judge.temperature: must be in (0, 10], got {j.temperature}")
+    _check(0 < j.top_p <= 1, f"judge.top_p: must be in (0, 1], got {j.top_p}")
+    _check(j.timeout_s > 0, f"judge.timeout_s: must be positive, got {j.timeout_s}")
+    if "llm" in (j.name, cfg.eval.judge):
+        _check(bool(j.model or j.endpoint), "judge.model: the llm judge needs a checkpoint or an endpoint "
+               "(judge.endpoint plus judge.model as the served model name)")
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -36,6 +36,7 @@ class JudgedPrompt:
     n_tokens: list[int]
     matrix: list[list[float]]          # M[i][j] = P(response i ≻ response j); NaN = abstained
     judge: str
+    consistency: float = 1.0           # CREAM's consistency rate C (soft DPO label); 1 = plain label (older files lack it)
 
     def array(self) -> np.ndarray:
         return np.asarray(self.matrix, dtype=np.float64)

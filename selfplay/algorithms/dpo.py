@@ -6,6 +6,11 @@ SPPO paper (arXiv 2405.00675 §5.2) and of INPO (arXiv 2407.00617 Table 1).
 * DPO: Rafailov et al., arXiv 2305.18290 Eq. 7; loss.beta, loss.label_smoothing (conservative DPO).
 * IPO: Azar et al., arXiv 2310.12036 Eq. 17, (u − 1/(2β))². TRL divides the log-ratios by the
   number of response tokens (spec §9); set loss.average_logprobs: true for that variant.
+
+CREAM (Wang et al., arXiv 2410.12735) is `judge.name: cream` + `algorithm: dpo`: the cream judge
+stores a consistency rate C per prompt, the pair's `target`, and DPO smooths each label by
+ls = 1 − C·(1 − loss.label_smoothing). C = 1 (every other judge) gives the configured
+loss.label_smoothing; loss.label_smoothing = 0 gives ls = 1 − C, CREAM's loss exactly.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from selfplay.losses import dpo_loss, ipo_loss
 
 def _dpo(t: PairTensors, cfg) -> "torch.Tensor":
     ref_c, ref_r = t.refs["previous"]
-    return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
+    ls = 1 - t.target * (1 - cfg.label_smoothing)   # per example; target = CREAM's C, 1 otherwise
+    return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, ls)
 
 
 def _ipo(t: PairTensors, cfg) -> "torch.Tensor":

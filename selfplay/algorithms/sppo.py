@@ -4,7 +4,8 @@ Win rate of response i against the sample: p_i = (1/K) Σ_j P̂_ij with the self
 included (paper, "Probability Estimation"; code compute_prob.py). chosen = argmax p, rejected =
 argmin p; only these two enter training, as in the authors' code. Prompts where every response
 ties (argmax == argmin) are dropped: the authors keep them as a degenerate pair, which only adds
-the same response twice.
+the same response twice. A pair's `target` is the judge's consistency rate for its prompt (1 unless
+the CREAM judge set one); SPPO's loss ignores it, DPO's uses it as a soft label (CREAM).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def best_worst_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[Prefe
             continue
         pairs.append(PreferencePair(prompt=jp.prompt, chosen=jp.responses[w], rejected=jp.responses[l],
                                     prompt_id=jp.prompt_id, chosen_winrate=float(p[w]),
-                                    rejected_winrate=float(p[l]), target=1.0, round=ctx.round,
+                                    rejected_winrate=float(p[l]), target=jp.consistency, round=ctx.round,
                                     chosen_idx=w, rejected_idx=l))
     return pairs
 
