@@ -186,7 +186,7 @@ def test_each_algorithm_feeds_its_loss_the_right_references():
         "dno": -(t.target * torch.nn.functional.logsigmoid(0.25 * ((pc - vc) - (pr - vr)))
                  + (1 - t.target) * torch.nn.functional.logsigmoid(-0.25 * ((pc - vc) - (pr - vr)))),
         "egpo": egpo_loss(pc, pr, ic, ir, t.chosen_winrate, t.rejected_winrate, 0.25),
-        "dpo": dpo_loss(pc, pr, vc, vr, 0.25, 0.1),
+        "dpo": dpo_loss(pc, pr, vc, vr, 0.25, 1 - t.target * 0.9),   # per-pair soft label (CREAM's C)
         "ipo": ipo_loss(pc, pr, vc, vr, 0.25),
     }
     for name, want in cases.items():

@@ -31,7 +31,8 @@ def extrapolated_refs(t: PairTensors, alpha: float):
 def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     ref_c, ref_r = extrapolated_refs(t, cfg.alpha)
     if cfg.apo_base == "dpo":
-        return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, cfg.label_smoothing)
+        ls = 1 - t.target * (1 - cfg.label_smoothing)   # as iterative DPO: target = CREAM's C, 1 otherwise
+        return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, ls)
     return sppo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, t.chosen_winrate, t.rejected_winrate,
                      cfg.eta)
 
