@@ -133,10 +133,12 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 class VLLMScorer:
-    """The same ``option_logprobs`` with vLLM: one generated token with the top-20 log-probs.
+    """The same ``option_logprobs`` with vLLM, exact for options that are one clean next token.
 
-    Options that are not one clean next token, or that fall outside the top 20, get −inf
-    (callers treat a row with no finite option as unanswered). Needs vLLM only when built.
+    One generated token with the top-20 log-probs answers most rows in one cheap pass (a trained
+    judge puts its verdict letters or score digits there). An option outside the top 20 is then
+    scored exactly as a prompt log-prob of text + option. Options that are not one clean next
+    token get −inf (callers treat a row with no finite option as unanswered).
     """
 
     TOP = 20
@@ -154,13 +156,23 @@ class VLLMScorer:
         todo = [(i, c) for i, c in todo if c is not None]
         if not todo:
             return out
+        llm = self.backend.llm
         params = SamplingParams(n=1, max_tokens=1, temperature=0.0, logprobs=self.TOP)
-        results = self.backend.llm.generate([{"prompt_token_ids": c[0]} for _, c in todo], params, use_tqdm=False)
-        for (i, (_, ids)), r in zip(todo, results):
+        results = llm.generate([{"prompt_token_ids": c[0]} for _, c in todo], params, use_tqdm=False)
+        missing = []
+        for (i, (base, ids)), r in zip(todo, results):
             top = r.outputs[0].logprobs[0] if r.outputs and r.outputs[0].logprobs else {}
             for k, t in enumerate(ids):
                 if t in top:
                     out[i, k] = float(getattr(top[t], "logprob", top[t]))
+                else:
+                    missing.append((i, k, base + [t]))
+        if missing:   # the log-prob vLLM reports for each prompt token includes the token itself
+            exact = SamplingParams(n=1, max_tokens=1, temperature=0.0, prompt_logprobs=0)
+            rows = llm.generate([{"prompt_token_ids": ids} for _, _, ids in missing], exact, use_tqdm=False)
+            for (i, k, ids), r in zip(missing, rows):
+                last = r.prompt_logprobs[-1]
+                out[i, k] = float(getattr(last[ids[-1]], "logprob", last[ids[-1]]))
         return out
 
     def close(self) -> None:

@@ -20,15 +20,25 @@ def eval_judge_name(cfg: Config) -> str:
     return cfg.eval.judge or cfg.judge.name
 
 
-def compare_rounds(new_dir: Path, old_dir: Path, cfg: Config, ctx) -> dict:
+def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
+    """Round n's eval samples against every earlier round's, with one eval judge loaded once."""
+    from judges.registry import build_judge
+    judge = build_judge(eval_judge_name(cfg), cfg.judge, ctx)
+    try:
+        return {f"round_{k}": compare_rounds(new_dir, round_paths(run_dir, k).eval_generations, judge, cfg)
+                for k in range(n)}
+    finally:
+        if hasattr(judge, "close"):
+            judge.close()
+
+
+def compare_rounds(new_dir: Path, old_dir: Path, judge, cfg: Config) -> dict:
     """Win rate of the policy that wrote `new_dir` against the one that wrote `old_dir`."""
     from judges.base import JudgeStats, cross_preferences
-    from judges.registry import build_judge
     from pipelines import stats as st
 
     new, old = {g[0]: g for g in group_generations(new_dir)}, {g[0]: g for g in group_generations(old_dir)}
     ids = [i for i in new if i in old]
-    judge = build_judge(eval_judge_name(cfg), cfg.judge, ctx)
     js = JudgeStats()
     mats = cross_preferences(judge, [new[i][1] for i in ids], [[r["response"] for r in new[i][2]] for i in ids],
                              [[r["response"] for r in old[i][2]] for i in ids], js)
@@ -49,8 +59,12 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     t0 = time.time()
     rp = round_paths(run_dir, n)
     gen_info = generate(str(rp.policy), cfg, n, out / "generations", eval_set=True)
-    versus = {f"round_{k}": compare_rounds(out / "generations", round_paths(run_dir, k).eval_generations, cfg, ctx)
-              for k in range(n)}
+    if cfg.generation.num_engines > 1:
+        # This stage's actor only coordinated the engines and holds no device: judge in a judge actor.
+        from pipelines.actors import map_in_actors
+        [versus] = map_in_actors("judge", cfg.resources.judge, versus_all, [(run_dir, n, out / "generations", cfg, ctx)])
+    else:
+        versus = versus_all(run_dir, n, out / "generations", cfg, ctx)
     (out / "versus.json").write_text(json.dumps(versus, indent=1))
     export_alpaca_eval(out / "generations", f"round_{n}", out / "alpaca_eval.json")
     round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),

@@ -358,34 +358,6 @@ def test_local_scorer_batching_and_padding_do_not_change_log_probs(arena_policy)
     assert np.allclose([sum(x) for x in full], a[0], atol=1e-4)
 
 
-def test_vllm_scorer_reads_top_logprobs(monkeypatch, arena_policy):
-    """The vLLM path without vLLM: a stand-in engine returning top-20 log-probs for one token."""
-    import sys
-    import types
-
-    from transformers import AutoTokenizer
-
-    from judges.scoring import VLLMScorer
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    tok = AutoTokenizer.from_pretrained(arena_policy)
-    a_id = tok("Verdict: [[A", add_special_tokens=False).input_ids[-1]
-
-    class Engine:
-        def generate(self, prompts, params, use_tqdm=False):
-            assert params["max_tokens"] == 1 and params["logprobs"] == 20
-            lp = {a_id: types.SimpleNamespace(logprob=math.log(0.7))}
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(logprobs=[lp])]) for _ in prompts]
-
-    s = object.__new__(VLLMScorer)
-    s.backend, s.tok = types.SimpleNamespace(llm=Engine()), tok
-    j = LLMJudge(LocalVerdicts(s))
-    # "A" always in the top-20, "B" never: each order picks its first slot with certainty → hard-like 1/0
-    p = j.compare(["q"], ["x"], ["y"])
-    assert p[0] == pytest.approx(0.5) and j.diagnostics()["order_disagreements"] == 1
-
-
 # ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from selfplay.generation import Completion, Request, SamplingSpec
@@ -43,6 +44,13 @@ class _Generator:
 
     def generate(self, requests, spec):
         return self.backend.generate(requests, spec)
+
+    def option_logprobs(self, texts, options):
+        """The LLM / self-reward judges' scorer on this same engine."""
+        from judges.scoring import VLLMScorer
+        scorer = VLLMScorer.__new__(VLLMScorer)
+        scorer.backend, scorer.tok = self.backend, self.backend.tok
+        return scorer.option_logprobs(texts, options)
 
     def close(self) -> bool:
         self.backend.close()
@@ -95,6 +103,16 @@ def test_vllm_backend_in_ray_actor(ray_local, tiny_model):
         big = ray.get(actor.generate.remote(many, spec))
         assert [len(cs) for cs in big] == [spec.n] * len(many)
         assert big[2] == ray.get(actor.generate.remote(many[2:3], spec))[0]
+
+        # The judges' scorer on the same engine: verdict-letter and score-digit log-probs equal the
+        # HF scorer's (top-20 hits and exact prompt log-probs for the rest).
+        from judges.scoring import HFScorer, chat_text
+        hf = HFScorer(tiny_model)
+        texts = [chat_text(hf.tok, p, "Verdict: [[") for p in prompts] + [chat_text(hf.tok, prompts[0], "Score: ")]
+        for options in (["A", "B"], [str(d) for d in range(6)]):
+            got = ray.get(actor.option_logprobs.remote(texts, options))
+            want = hf.option_logprobs(texts, options)
+            assert np.isfinite(got).all() and np.allclose(got, want, atol=2e-3), (options, got, want)
 
         assert ray.get(actor.close.remote()) is True
     finally:
