@@ -85,7 +85,8 @@ def main() -> None:
     t_theirs = _best_time(run_theirs, args.repeats)
     print(f"model: DeBERTa-v2 hidden {args.hidden}, {args.layers} layers; {len(prompts)} prompts x K={args.k} "
           f"= {pairs} ordered pairs; torch threads {torch.get_num_threads()}; max |score diff| {diff:.2e}")
-    print(f"ours   PairRMJudge.matrices (batch {args.our_batch} seqs): {pairs / t_ours:8.1f} pairs/s  ({t_ours:.2f} s)")
+    print(f"ours   PairRMJudge.matrices (batch {args.our_batch} seqs, <= {ours.max_batch_tokens} tokens): "
+          f"{pairs / t_ours:8.1f} pairs/s  ({t_ours:.2f} s)")
     print(f"theirs Blender.rank (batch {args.their_batch} prompts):       {pairs / t_theirs:8.1f} pairs/s  ({t_theirs:.2f} s)")
     print(f"ratio ours/theirs: {t_theirs / t_ours:.2f}x")
 

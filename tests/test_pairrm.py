@@ -145,3 +145,11 @@ def test_hub_ids_are_resolved_by_snapshot_download(tiny, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(repo) or str(tiny["hf"]))
     PairRMJudge("llm-blender/PairRM-hf")
     assert calls == ["llm-blender/PairRM-hf"]
+
+
+def test_cpu_batches_are_capped_by_tokens_and_keep_the_order():
+    from judges.pairrm import _batches
+    lengths = [100, 300, 300, 600, 900, 2500]
+    assert _batches(list(range(6)), lengths, 32, 1000) == [[0, 1, 2], [3], [4], [5]]   # 3×300 ≤ 1000 < 2×600
+    assert _batches(list(range(6)), lengths, 2, None) == [[0, 1], [2, 3], [4, 5]]
+    assert sum(_batches([5, 0, 3], lengths, 32, 10), []) == [5, 0, 3]                 # every row, in order
