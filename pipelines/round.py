@@ -65,6 +65,12 @@ def generation_resources(cfg: Config):
     return ActorResources(num_cpus=0, num_gpus=0) if cfg.generation.num_engines > 1 else cfg.resources.generation
 
 
+def judge_resources(cfg: Config):
+    """With several judge actors the stage's own actor only coordinates."""
+    from selfplay.config import ActorResources
+    return ActorResources(num_cpus=0, num_gpus=0) if cfg.judge.num_actors > 1 else cfg.resources.judge
+
+
 def trainer_resources(cfg: Config):
     """Ray Train workers each take resources.trainer; the stage actor that starts them holds nothing."""
     from selfplay.config import ActorResources
@@ -128,7 +134,7 @@ def run_round(cfg: Config, n: int) -> dict:
     m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
                       generation_resources(cfg), stages.generate, str(prev.policy), cfg, n, round_=n)
     m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"]},
-                        {"generations": rp.stage("generate")}, "judge", res.judge,
+                        {"generations": rp.stage("generate")}, "judge", judge_resources(cfg),
                         stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
     earlier = [round_paths(cfg.run_dir, k).stage("preferences") for k in range(1, n)]
     m_pref = run_stage("preferences", rp.stage("preferences"), algo_part,

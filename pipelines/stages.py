@@ -133,12 +133,29 @@ def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
 
 
 def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
-    """A K×K preference matrix per prompt, kept as probabilities."""
-    from judges.base import JudgeStats, preference_matrices
-    from judges.registry import build_judge
-    from selfplay.records import JudgedPrompt, to_rows
+    """A K×K preference matrix per prompt, kept as probabilities; judge.num_actors shard the prompts."""
+    from selfplay.records import to_rows
 
     groups = group_generations(generations)
+    if cfg.judge.num_actors > 1 and len(groups) > 1:
+        from pipelines.actors import map_in_actors  # Ray only when fanning out over judge actors
+        t0 = time.time()
+        parts = map_in_actors("judge", cfg.resources.judge, judge_groups,
+                              [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)])
+        judged, summary = merge_judge_parts(parts, time.time() - t0)
+    else:
+        judged, stats, diag = judge_groups(groups, cfg, ctx)
+        summary = {"judge": diag.pop("judge"), **stats.summary(), **diag}
+    _save(to_rows(judged), out)
+    return summary
+
+
+def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
+    """One judge over some prompts' samples: (JudgedPrompt per prompt, JudgeStats, the judge's own diagnostics)."""
+    from judges.base import JudgeStats, preference_matrices
+    from judges.registry import build_judge
+    from selfplay.records import JudgedPrompt
+
     j = build_judge(cfg.judge.name, cfg.judge, ctx)
     stats = JudgeStats()
     ids, prompts = [pid for pid, _, _ in groups], [p for _, p, _ in groups]
@@ -152,13 +169,40 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
     judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name,
                            consistency=float(cons[pid]))
               for (pid, p, rs), m in zip(groups, mats)]
-    _save(to_rows(judged), out)
-    summary = {"judge": j.name, **stats.summary(), **extra}
+    diag = {"judge": j.name, **extra}
     if hasattr(j, "diagnostics"):  # judge-specific counters (parse failures, both-order disagreements, ...)
-        summary.update(j.diagnostics())
+        diag.update(j.diagnostics())
     if hasattr(j, "close"):
         j.close()
-    return summary
+    return judged, stats, diag
+
+
+def merge_judge_parts(parts: list[tuple[list, object, dict]], wall_seconds: float) -> tuple[list, dict]:
+    """Concatenate the actors' judgments. The common statistics merge exactly (counts add up, length
+    lists join); the judges' own counters add up and their rates are weighted by each actor's pairs.
+    pairs/s is over the wall time of the whole fan-out."""
+    from judges.base import JudgeStats
+
+    judged = [jp for part, _, _ in parts for jp in part]
+    stats = JudgeStats()
+    for _, st, _ in parts:
+        for f in ("pairs", "abstained", "both_orders", "order_disagreements", "winner_lengths", "loser_lengths"):
+            setattr(stats, f, getattr(stats, f) + getattr(st, f))
+    stats.seconds = wall_seconds
+    weights = [st.pairs for _, st, _ in parts]
+    diag: dict = {}
+    for key, value in parts[0][2].items():
+        values = [d.get(key) for _, _, d in parts]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            diag[key] = value
+        elif isinstance(value, int):
+            diag[key] = sum(int(v or 0) for v in values)
+        else:
+            finite = [(v, w) for v, w in zip(values, weights) if isinstance(v, float) and v == v]
+            diag[key] = sum(v * w for v, w in finite) / max(sum(w for _, w in finite), 1) if finite else float("nan")
+    if "consistency_mean" in diag:   # a mean over prompts, not pairs
+        diag["consistency_mean"] = float(np.mean([jp.consistency for jp in judged]))
+    return judged, {"judge": diag.pop("judge"), **stats.summary(), **diag, "judge_actors": len(parts)}
 
 
 def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], out: Path) -> dict:

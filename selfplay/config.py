@@ -70,6 +70,7 @@ class JudgeConfig:
     top_p: float = 0.9                 # self_reward sample mode: judge sampling top-p
     api_key_env: str = "OPENAI_API_KEY"  # llm endpoint: environment variable with the API key (unset: no auth header)
     timeout_s: float = 60.0            # llm endpoint: seconds per HTTP request (retried twice, then the stage fails)
+    num_actors: int = 1                # data-parallel judge actors, each with resources.judge; prompts are sharded
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,9 @@ def _check_judge(cfg: Config, backends) -> None:
     _check(0 < j.temperature <= 10, f"judge.temperature: must be in (0, 10], got {j.temperature}")
     _check(0 < j.top_p <= 1, f"judge.top_p: must be in (0, 1], got {j.top_p}")
     _check(j.timeout_s > 0, f"judge.timeout_s: must be positive, got {j.timeout_s}")
+    _check(j.num_actors >= 1, f"judge.num_actors: at least 1, got {j.num_actors}")
+    _check(not (j.name == "cream" and j.consistency == "mean" and j.num_actors > 1),
+           "judge.num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt")
     if "llm" in (j.name, cfg.eval.judge):
         _check(bool(j.model or j.endpoint), "judge.model: the llm judge needs a checkpoint or an endpoint "
                "(judge.endpoint plus judge.model as the served model name)")

@@ -51,3 +51,38 @@ def test_a_round_with_two_engines_matches_one_engine(ray_local, tmp_path):
         assert metrics[1]["winrate_vs_initial"][key] == metrics[2]["winrate_vs_initial"][key], key
     assert metrics[1]["mean_response_tokens"] == metrics[2]["mean_response_tokens"]
     assert metrics[1]["train_loss"] == metrics[2]["train_loss"]
+
+
+@pytest.mark.slow
+def test_two_judge_actors_give_the_single_actors_matrices(ray_local, tmp_path):
+    import datasets
+
+    from judges.registry import JudgeContext
+    from pipelines.stages import generate, judge
+    from selfplay.config import JudgeConfig
+    from selfplay.data import resolve_builtin
+
+    cfg = Config(data=DataConfig(prompts_per_round=5), generation=GenerationConfig(k=3, max_new_tokens=8),
+                 resources=ResourcesConfig(judge=ActorResources(num_cpus=1)))
+    generate(resolve_builtin("builtin:arena"), cfg, 1, tmp_path / "gen")
+    one = judge(tmp_path / "gen", cfg, JudgeContext(), tmp_path / "one")
+    two_cfg = dataclasses.replace(cfg, judge=JudgeConfig(num_actors=2))
+    two = judge(tmp_path / "gen", two_cfg, JudgeContext(), tmp_path / "two")
+    rows = lambda d: datasets.load_from_disk(str(d)).to_list()  # noqa: E731
+    assert rows(tmp_path / "one") == rows(tmp_path / "two")
+    assert one["pairs"] == two["pairs"] == 5 * 3 * 2 and two["judge_actors"] == 2
+    for key in ("abstain_rate", "mean_winner_chars", "mean_loser_chars"):
+        assert two[key] == pytest.approx(one[key]), key
+
+
+def test_merged_judge_diagnostics_add_counts_and_weight_rates():
+    from judges.base import JudgeStats
+    from pipelines.stages import merge_judge_parts
+    parts = [([], JudgeStats(pairs=30, abstained=3, winner_lengths=[10, 20]),
+              {"judge": "llm", "unparseable": 3, "parse_failure_rate": 0.1}),
+             ([], JudgeStats(pairs=10, abstained=5, winner_lengths=[60]),
+              {"judge": "llm", "unparseable": 1, "parse_failure_rate": 0.5})]
+    _, s = merge_judge_parts(parts, wall_seconds=4.0)
+    assert s["judge"] == "llm" and s["pairs"] == 40 and s["unparseable"] == 4 and s["judge_actors"] == 2
+    assert s["abstain_rate"] == 8 / 40 and s["mean_winner_chars"] == 30.0 and s["pairs_per_s"] == 10.0
+    assert s["parse_failure_rate"] == pytest.approx((30 * 0.1 + 10 * 0.5) / 40)
