@@ -52,7 +52,7 @@ def init_policy(source: str, out: Path) -> dict:
 def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
     from selfplay.data import load_prompts, round_slice
-    from selfplay.generation import Request, SamplingSpec
+    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
     from selfplay.records import Generation, to_rows
 
     d, g = cfg.data, cfg.generation
@@ -71,12 +71,12 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
     if g.num_engines > 1 and len(requests) > 1:
         from pipelines.actors import map_in_actors  # Ray only when fanning out over engines
         shards = split_evenly(requests, g.num_engines)
-        results = map_in_actors("generation", cfg.resources.generation, sample,
+        results = map_in_actors("generation", cfg.resources.generation, sample_checkpoint,
                                 [(policy, cfg, shard, spec) for shard in shards])
         completions = [c for part, _ in results for c in part]
         load_s = max(s for _, s in results)
     else:
-        completions, load_s = sample(policy, cfg, requests, spec)
+        completions, load_s = sample_checkpoint(policy, cfg, requests, spec)
     gens = [Generation(r.prompt_id, r.prompt, j, q.seed, c.text, c.n_tokens, c.finished, round_)
             for r, q, cs in zip(rows, requests, completions) for j, c in enumerate(cs)]
     _save(to_rows(gens), out)
@@ -84,37 +84,6 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
     return {"prompts": len(rows), "samples": len(gens), "tokens": tokens, "load_seconds": round(load_s, 2),
             "tokens_per_s": tokens / max(time.time() - t0 - load_s, 1e-9),
             "mean_response_tokens": tokens / max(len(gens), 1)}
-
-
-def sample(policy: str, cfg: Config, requests: list, spec) -> tuple[list, float]:
-    """One engine: load the checkpoint fresh (that is how new weights reach it), sample, release.
-
-    Returns the completions and the load time. Per-request seeds make the result independent of
-    which engine a request lands on.
-    """
-    from selfplay.generation import build_backend
-
-    g = cfg.generation
-    if g.backend == "vllm":
-        check_memory("generation", policy, cfg)
-    t0 = time.time()
-    backend = build_backend(g.backend, policy, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
-                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
-    load_s = time.time() - t0
-    try:
-        return backend.generate(requests, spec), load_s
-    finally:
-        backend.close()
-
-
-def check_memory(component: str, policy: str, cfg: Config) -> None:
-    """Stop before loading anything if `component` cannot fit on this actor's GPU (no-op on CPU)."""
-    from selfplay import memory
-    device, n_params = memory.gpu_bytes(), memory.parameter_count(policy)
-    if device is None or n_params is None:
-        return
-    check = memory.check_trainer if component == "trainer" else memory.check_generation
-    check(n_params, cfg, device)
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -228,7 +197,8 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     from selfplay.distributed import train_policy_distributed, uses_distributed
     from selfplay.trainer import train_policy
 
-    check_memory("trainer", policy, cfg)
+    from selfplay.memory import check_fits
+    check_fits("trainer", policy, cfg)   # before loading anything
     pairs = from_rows(PreferencePair, _load(prefs))
     custom = get_algorithm(cfg.algorithm).train
     seed = seed_for(cfg.seed, "train", round_)

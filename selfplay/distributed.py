@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 
 from selfplay.records import PreferencePair
-from selfplay.trainer import TrainingError, TrainResult, batch_loss, load_policy, make_optimizer
+from selfplay.trainer import TrainingError, TrainResult, batch_loss, load_policy, make_optimizer, run_epochs
 
 STRATEGIES = ("ddp", "fsdp", "fsdp_offload")
 REF_BATCH = 64  # forward batch for reference log-probs (batched_logprobs' default)
@@ -185,7 +185,6 @@ def _worker_main(config: dict) -> None:
 
 def _train(job: _Job, *, rank: int, world: int, device: torch.device) -> TrainResult:
     from selfplay.algorithms import get_algorithm
-    from tqdm import tqdm
 
     t0 = time.time()
     cfg, tc, spec = job.cfg, job.cfg.train, job.spec
@@ -208,24 +207,11 @@ def _train(job: _Job, *, rank: int, world: int, device: torch.device) -> TrainRe
     algo = get_algorithm(cfg.algorithm)
     result = TrainResult(pairs=n)
     model.train()
-    rng = random.Random(job.seed)  # the same order as train_policy, hence the same global batches
-    bar = tqdm(total=steps_per_epoch * tc.epochs, desc=f"train[{world}]", unit="step", leave=False, disable=rank != 0)
-    for epoch in range(tc.epochs):
-        order = list(range(n))
-        rng.shuffle(order)
-        losses = []
-        for s in range(steps_per_epoch):
-            batch = order[s * tc.batch_size:(s + 1) * tc.batch_size]
-            loss = _step(model, tok, algo, job, batch, refs, rank, world, device, opt, sched)
-            if not math.isfinite(loss):  # every worker sees the same all-reduced value, so all stop
-                raise TrainingError(f"{cfg.algorithm} loss is {loss} at epoch {epoch} step {s}; "
-                                    f"lower train.lr ({tc.lr}) or check the loss section {cfg.loss}")
-            losses.append(loss)
-            result.steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-        result.loss_curve.append(sum(losses) / len(losses))
-    bar.close()
+    # The same shuffles as train_policy, hence the same global batches; every worker sees the same
+    # all-reduced loss, so a non-finite one stops them all.
+    run_epochs(n, cfg, random.Random(job.seed), result,
+               lambda batch: _step(model, tok, algo, job, batch, refs, rank, world, device, opt, sched),
+               desc=f"train[{world}]", show_bar=rank == 0)
     result.final_loss = result.loss_curve[-1]
     model.eval()
     _save(model, tok, job, rank, fsdp)

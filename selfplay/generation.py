@@ -70,3 +70,23 @@ def build_backend(name: str, path: str, **kw) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown generation backend {name!r}; choose one of {sorted(BACKENDS)}")
     return BACKENDS[name](path, **kw)
+
+
+def sample_checkpoint(path: str, cfg, requests: Sequence[Request], spec: SamplingSpec) -> tuple[list[list[Completion]], float]:
+    """One engine with cfg.generation's settings: load the checkpoint fresh (that is how new weights
+    reach it), sample, release. Returns the completions and the load time in seconds. Per-request
+    seeds make the result independent of which engine a request lands on."""
+    import time
+
+    g = cfg.generation
+    if g.backend == "vllm":
+        from selfplay.memory import check_fits
+        check_fits("generation", path, cfg)
+    t0 = time.time()
+    backend = build_backend(g.backend, path, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
+                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
+    load_s = time.time() - t0
+    try:
+        return backend.generate(requests, spec), load_s
+    finally:
+        backend.close()

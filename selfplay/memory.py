@@ -95,3 +95,12 @@ def gpu_bytes() -> float | None:
     if not torch.cuda.is_available():
         return None
     return float(torch.cuda.get_device_properties(0).total_memory)
+
+
+def check_fits(component: str, path: str, cfg) -> None:
+    """Stop before loading anything if `component` ("trainer" or "generation") cannot fit on this
+    process's GPU; a no-op on CPU or when the checkpoint is not a local safetensors directory."""
+    device, n_params = gpu_bytes(), parameter_count(path)
+    if device is None or n_params is None:
+        return
+    (check_trainer if component == "trainer" else check_generation)(n_params, cfg, device)

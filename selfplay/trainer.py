@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -97,6 +98,48 @@ def batch_loss(model, tok, algo, pairs, idx, refs, loss_cfg, max_length: int) ->
     return algo.loss(t, loss_cfg).mean()
 
 
+def local_step(model, tok, algo, pairs, refs, cfg, opt, sched) -> Callable[[list[int]], float]:
+    """One optimizer step in this process on the pairs of a batch; returns the batch loss.
+
+    A non-finite loss is returned without stepping, so the weights stay as they were."""
+    def step(batch: list[int]) -> float:
+        loss = batch_loss(model, tok, algo, pairs, batch, refs, cfg.loss, cfg.model.max_length)
+        if not torch.isfinite(loss):
+            return loss.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        return loss.item()
+    return step
+
+
+def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step: Callable[[list[int]], float], *,
+               desc: str = "train", show_bar: bool = True) -> None:
+    """train.epochs passes over the pairs in `rng`-shuffled batches of train.batch_size, one `step`
+    per batch; records steps and per-epoch mean losses in `result`, stops on a non-finite loss.
+    Every trainer (one process, Ray Train workers, EGPO's two phases) runs this same loop."""
+    tc = cfg.train
+    steps_per_epoch = math.ceil(n_pairs / tc.batch_size)
+    bar = tqdm(total=steps_per_epoch * tc.epochs, desc=desc, unit="step", leave=False, disable=not show_bar)
+    for epoch in range(tc.epochs):
+        order = list(range(n_pairs))
+        rng.shuffle(order)
+        losses = []
+        for s in range(steps_per_epoch):
+            loss = step(order[s * tc.batch_size:(s + 1) * tc.batch_size])
+            if not math.isfinite(loss):
+                raise TrainingError(f"{cfg.algorithm} loss is {loss} at epoch {epoch} step {s}; "
+                                    f"lower train.lr ({tc.lr}) or check the loss section {cfg.loss}")
+            losses.append(loss)
+            result.steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+        result.loss_curve.append(sum(losses) / len(losses))
+    bar.close()
+
+
 def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], references: dict[str, str],
                  cfg, seed: int) -> TrainResult:
     """Train from `policy_path` on `pairs` with cfg.algorithm; save an HF checkpoint to `out_dir`."""
@@ -110,33 +153,10 @@ def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], r
     refs = reference_logprobs(pairs, references, policy_path, model, tok,
                               average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
     tc = cfg.train
-    steps_per_epoch = math.ceil(len(pairs) / tc.batch_size)
-    opt, sched = make_optimizer(model, tc, steps_per_epoch * tc.epochs)
+    opt, sched = make_optimizer(model, tc, math.ceil(len(pairs) / tc.batch_size) * tc.epochs)
     result = TrainResult(pairs=len(pairs))
     model.train()
-    rng = random.Random(seed)
-    bar = tqdm(total=steps_per_epoch * tc.epochs, desc="train", unit="step", leave=False)
-    for epoch in range(tc.epochs):
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        losses = []
-        for s in range(steps_per_epoch):
-            loss = batch_loss(model, tok, algo, pairs, order[s * tc.batch_size:(s + 1) * tc.batch_size],
-                              refs, cfg.loss, cfg.model.max_length)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{cfg.algorithm} loss is {loss.item()} at epoch {epoch} step {s}; "
-                                    f"lower train.lr ({tc.lr}) or check the loss section {cfg.loss}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            result.steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        result.loss_curve.append(sum(losses) / len(losses))
-    bar.close()
+    run_epochs(len(pairs), cfg, random.Random(seed), result, local_step(model, tok, algo, pairs, refs, cfg, opt, sched))
     result.final_loss = result.loss_curve[-1]
     model.eval()
     model.save_pretrained(out_dir)

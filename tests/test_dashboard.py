@@ -108,18 +108,24 @@ def _screenshot(drv, tmp_path: Path) -> Path:
     return shot
 
 
+def open_rendered(drv, page: Path, rounds: int) -> None:
+    """Load the page, wait for its charts, and check each one drew and the page counts `rounds` rounds."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    drv.get(page.as_uri())
+    WebDriverWait(drv, 30).until(lambda d: d.execute_script("return window.DASHBOARD_READY === true"))
+    for cid in CHARTS:
+        assert drv.find_elements(By.CSS_SELECTOR, f"#{cid}.js-plotly-plot .main-svg"), f"{cid} not rendered"
+    assert drv.execute_script("return window.DASHBOARD_ROUNDS") == rounds
+
+
 @pytest.mark.browser
 def test_page_renders_every_chart_without_js_errors(run_dir: Path, tmp_path: Path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
     page = build_dashboard(run_dir)
     drv = _driver()
     try:
-        drv.get(page.as_uri())
-        WebDriverWait(drv, 30).until(lambda d: d.execute_script("return window.DASHBOARD_READY === true"))
-        for cid in CHARTS:
-            assert drv.find_elements(By.CSS_SELECTOR, f"#{cid}.js-plotly-plot .main-svg"), f"{cid} not rendered"
-        assert drv.execute_script("return window.DASHBOARD_ROUNDS") == 3
+        open_rendered(drv, page, rounds=3)
         assert drv.find_element(By.CSS_SELECTOR, "meta[name=rounds]").get_attribute("content") == "3"
         for cid in ROUND_AXIS_CHARTS:   # one x tick per evaluated round, sparse round 2 included
             ticks = drv.execute_script(f"return [...document.querySelectorAll('#{cid} .xtick text')]"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dashboard import CHARTS
 from pipelines.round import main
 from pipelines.tracking import scalar_metrics
 
@@ -76,9 +75,8 @@ def test_metrics_json_and_wandb_carry_the_same_numbers(run):
 
 def test_make_dashboard_shows_three_rounds_in_chromium(run, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    from test_dashboard import _driver, _screenshot
+    from test_dashboard import _driver, _screenshot, open_rendered
 
     (run / "dashboard.html").unlink()   # the page must come from `make dashboard`, not the driver's refresh
     subprocess.run(["make", "-s", "-o", "setup", "dashboard", f"RUN_DIR={run}"], cwd=REPO, check=True,
@@ -86,11 +84,7 @@ def test_make_dashboard_shows_three_rounds_in_chromium(run, tmp_path):
     page = run / "dashboard.html"
     drv = _driver()
     try:
-        drv.get(page.as_uri())
-        WebDriverWait(drv, 30).until(lambda d: d.execute_script("return window.DASHBOARD_READY === true"))
-        for cid in CHARTS:
-            assert drv.find_elements(By.CSS_SELECTOR, f"#{cid}.js-plotly-plot .main-svg"), f"{cid} not rendered"
-        assert drv.execute_script("return window.DASHBOARD_ROUNDS") == 3
+        open_rendered(drv, page, rounds=3)
         shown = drv.execute_script("return document.getElementById('chart-winrate').data"
                                    ".find(t => t.name === 'vs initial (raw)').y")
         assert shown == pytest.approx([_metrics(run, n)["winrate_vs_initial"]["mean"] for n in (1, 2, 3)])

@@ -81,45 +81,19 @@ def half_step_pairs(ckpt: str, pairs: list[PreferencePair], cfg, round_: int, ju
     """Fresh samples from θ_{t+½} (checkpoint `ckpt`) for the round's prompts, judged and paired."""
     from judges.base import preference_matrices
     from judges.registry import build_judge
-    from selfplay.generation import Request, SamplingSpec, build_backend
+    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
 
     prompts = list({p.prompt_id: p.prompt for p in pairs}.items())
     g = cfg.generation
     requests = [Request(text, _seed(cfg.seed, f"egpo-half/{round_}", pid)) for pid, text in prompts]
-    backend = build_backend(g.backend, ckpt, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
-                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
-    completions = backend.generate(requests, SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens))
-    backend.close()
+    spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens)
+    completions, _ = sample_checkpoint(ckpt, cfg, requests, spec)
     responses = [[c.text for c in cs] for cs in completions]
     judge = build_judge(cfg.judge.name, cfg.judge, judge_ctx)
     mats = preference_matrices(judge, [t for _, t in prompts], responses)
     judged = [JudgedPrompt(pid, text, rs, [c.n_tokens for c in cs], m.tolist(), judge.name)
               for (pid, text), rs, cs, m in zip(prompts, responses, completions, mats)]
     return make_pairs(judged, PairContext(round=round_, loss=cfg.loss, seed=cfg.seed))
-
-
-def _epochs(model, tok, algo, pairs, refs, cfg, opt, sched, rng: random.Random, result) -> None:
-    """train.epochs passes of the online IPO loss over `pairs` (the trainer's loop, one phase)."""
-    import torch
-
-    from selfplay.trainer import TrainingError, batch_loss
-    bs = cfg.train.batch_size
-    for epoch in range(cfg.train.epochs):
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        losses = []
-        for s in range(0, len(order), bs):
-            loss = batch_loss(model, tok, algo, pairs, order[s:s + bs], refs, cfg.loss, cfg.model.max_length)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"egpo loss is {loss.item()} at epoch {epoch}; lower train.lr or raise loss.beta")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            result.steps += 1
-        result.loss_curve.append(sum(losses) / len(losses))
 
 
 def _backup(model, opt) -> tuple[dict, dict]:
@@ -132,7 +106,8 @@ def train(policy: str, out: Path, pairs: list[PreferencePair], references: dict[
     """Half step, fresh θ_{t+½} data, restore θ_t, full step; saves θ_{t+1} to `out`."""
     import torch
 
-    from selfplay.trainer import TrainingError, TrainResult, load_policy, make_optimizer, reference_logprobs
+    from selfplay.trainer import (TrainingError, TrainResult, load_policy, local_step, make_optimizer,
+                                  reference_logprobs, run_epochs)
     t0 = time.time()
     if not pairs:
         raise TrainingError("no preference pairs to train on")
@@ -150,7 +125,8 @@ def train(policy: str, out: Path, pairs: list[PreferencePair], references: dict[
     weights, opt_state = _backup(model, opt)
     result, rng, algo = TrainResult(), random.Random(seed), ALGORITHMS[0]
     model.train()
-    _epochs(model, tok, algo, pairs, refs, cfg, opt, sched, rng, result)
+    run_epochs(len(pairs), cfg, rng, result, local_step(model, tok, algo, pairs, refs, cfg, opt, sched),
+               desc="egpo half step")
     with tempfile.TemporaryDirectory(prefix="egpo_half_") as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -164,7 +140,8 @@ def train(policy: str, out: Path, pairs: list[PreferencePair], references: dict[
     model.eval()
     fresh_refs = refs_of(fresh)                    # uses the restored θ_t when π_ref is the policy itself
     model.train()
-    _epochs(model, tok, algo, fresh, fresh_refs, cfg, opt, sched, rng, result)
+    run_epochs(len(fresh), cfg, rng, result, local_step(model, tok, algo, fresh, fresh_refs, cfg, opt, sched),
+               desc="egpo full step")
     result.pairs, result.final_loss = len(pairs) + len(fresh), result.loss_curve[-1]
     model.eval()
     model.save_pretrained(out)
