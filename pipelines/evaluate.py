@@ -17,13 +17,13 @@ from selfplay.config import Config
 
 
 def eval_judge_name(cfg: Config) -> str:
-    return cfg.eval.judge or cfg.judge.name
+    return cfg.eval_judge.name
 
 
 def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
     """Round n's eval samples against every earlier round's, with one eval judge loaded once."""
     from judges.registry import build_judge
-    judge = build_judge(eval_judge_name(cfg), cfg.judge, ctx)
+    judge = build_judge(cfg.eval_judge.name, cfg.eval_judge, ctx)
     try:
         return {f"round_{k}": compare_rounds(new_dir, round_paths(run_dir, k).eval_generations, judge, cfg)
                 for k in range(n)}

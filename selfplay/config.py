@@ -7,6 +7,7 @@ the key. Overrides use `section.key=value`, values parsed as YAML.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -25,18 +26,29 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     policy: str = "builtin:arena"      # hub id, local HF directory, or builtin:arena (made by `make assets`)
-    dtype: str = "float32"
+    dtype: str = "float32"             # compute dtype: float32 | bfloat16 | float16. Trainable weights and optimizer
+                                       # state stay fp32 (master weights) whatever this says; checkpoints, frozen
+                                       # references and generation engines use this dtype
     max_length: int = 512              # prompt + response tokens seen by the trainer
+    # Model facts for `make plan` and the memory checks when the checkpoint is not a local directory
+    # (a local config.json wins). 0 = unknown: the plan then cannot size the model and says so.
+    num_parameters: float = 0.0        # e.g. 7.24e9
+    hidden_size: int = 0               # with num_layers: sizes LoRA adapters (rank × ~21.5 × hidden per layer)
+    num_layers: int = 0
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_prompts: str = "builtin:arena/train"   # hub dataset, local datasets dir, .jsonl/.json/.parquet file
+    # One pool (a string: hub dataset, local datasets dir, .jsonl/.json/.parquet file), sliced disjointly
+    # into rounds of prompts_per_round; or a list, one source per round (SPPO/INPO's iter1/2/3 sets),
+    # each taking its first prompts_per_round prompts.
+    train_prompts: str | tuple[str, ...] = "builtin:arena/train"
     eval_prompts: str = "builtin:arena/eval"
     split: str = "train"               # split name for hub datasets
     prompt_column: str = "prompt"
     id_column: str = "prompt_id"       # created from the row index when the data has none
-    prompts_per_round: int = 96        # round n uses its own slice (disjoint while the pool lasts)
+    prompts_per_round: int = 96        # round n uses its own slice of the pool (or its own source)
+    reuse_prompts: bool = False        # allow rounds past the end of the pool/list (wrapping around); else an error
     eval_limit: int = 0                # 0 = every eval prompt
 
 
@@ -64,7 +76,6 @@ class JudgeConfig:
     consistency: str = "per_prompt"    # cream: per_prompt (each prompt its own C) | mean (dataset-mean C)
     score_mode: str = "sample"         # self_reward: sample (parse "Score: N" from sampled text) | logprobs (expected digit)
     backend: str = "hf"                # llm / self_reward local judge model: hf | vllm | auto
-    device: str = ""                   # llm / self_reward / cream local models: cpu | cuda; "" = cuda when visible
     max_new_tokens: int = 0            # judge text budget; 0 = the judge's default (llm endpoint 16, self_reward 256)
     temperature: float = 0.7           # self_reward sample mode: judge sampling temperature (paper setup 0.7)
     top_p: float = 0.9                 # self_reward sample mode: judge sampling top-p
@@ -104,7 +115,6 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    judge: str = ""                    # empty = same as the training judge
     samples_per_prompt: int = 2
     ci_method: str = "bootstrap"       # bootstrap | wilson
     temperature: float = 1.0
@@ -122,6 +132,7 @@ class ResourcesConfig:
     generation: ActorResources = field(default_factory=ActorResources)
     judge: ActorResources = field(default_factory=ActorResources)
     trainer: ActorResources = field(default_factory=ActorResources)
+    gpu_memory_gb: float = 80.0        # the GPU size `make plan` budgets against when it cannot look at one
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    eval_judge: JudgeConfig = field(default_factory=JudgeConfig)   # absent from the file: a copy of judge:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -163,6 +175,17 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if isinstance(tp, types.UnionType):   # str | tuple[str, ...]: a YAML list becomes the tuple
+        members = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and any(typing.get_origin(m) is tuple for m in members):
+            inner = next(m for m in members if typing.get_origin(m) is tuple)
+            return _coerce(inner, value, path)
+        return _coerce(next(m for m in members if typing.get_origin(m) is not tuple), value, path)
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{path}: expected a non-empty list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value or {}, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -200,11 +223,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections, got a YAML {type(data).__name__}")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         _set(data, key.strip(), yaml.safe_load(raw))
+    if "eval_judge" not in data:   # the evaluation judge defaults to the training judge, overrides included
+        data["eval_judge"] = copy.deepcopy(data.get("judge") or {})
     cfg = _build(Config, data, "")
     validate(cfg)
     return cfg
@@ -250,34 +277,37 @@ def validate(cfg: Config) -> None:
     _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
-    _check(cfg.judge.name in JUDGES, f"judge.name: unknown {cfg.judge.name!r} (choose one of {', '.join(sorted(JUDGES))})")
-    _check(not cfg.eval.judge or cfg.eval.judge in JUDGES, f"eval.judge: unknown {cfg.eval.judge!r}")
-    _check_judge(cfg, BACKENDS)
+    _check(d.reuse_prompts or isinstance(d.train_prompts, str) or len(set(d.train_prompts)) == len(d.train_prompts),
+           "data.train_prompts: the per-round list names a source twice; set data.reuse_prompts: true to allow it")
+    m = cfg.model
+    _check(m.dtype in ("float32", "bfloat16", "float16"), f"model.dtype: float32, bfloat16 or float16, got {m.dtype!r}")
+    _check(m.max_length >= 8, f"model.max_length: must be >= 8, got {m.max_length}")
+    for name in ("num_parameters", "hidden_size", "num_layers"):
+        _check(getattr(m, name) >= 0, f"model.{name}: must be >= 0 (0 = read the checkpoint's config.json), got {getattr(m, name)}")
+    _check(cfg.resources.gpu_memory_gb > 0, f"resources.gpu_memory_gb: must be positive, got {cfg.resources.gpu_memory_gb}")
+    for where in ("judge", "eval_judge"):
+        _check_judge(getattr(cfg, where), where, JUDGES, BACKENDS)
     _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
     _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
-    for key in ("train_prompts", "eval_prompts"):
-        _check_source(getattr(d, key), f"data.{key}")
+    sources = [d.train_prompts] if isinstance(d.train_prompts, str) else list(d.train_prompts)
+    for i, src in enumerate(sources):
+        _check_source(src, "data.train_prompts" + ("" if isinstance(d.train_prompts, str) else f"[{i}]"))
+    _check_source(d.eval_prompts, "data.eval_prompts")
     _check_source(cfg.model.policy, "model.policy")
 
 
-def _check_judge(cfg: Config, backends) -> None:
-    j = cfg.judge
-    _check(j.consistency in ("per_prompt", "mean"), f"judge.consistency: per_prompt or mean, got {j.consistency!r}")
-    _check(j.score_mode in ("sample", "logprobs"), f"judge.score_mode: sample or logprobs, got {j.score_mode!r}")
-    _check(j.backend in backends, f"judge.backend: unknown {j.backend!r} (choose one of {', '.join(sorted(backends))})")
-    _check(j.samples >= 1, f"judge.samples: must be >= 1, got {j.samples}")
-    _check(j.batch_size >= 1, f"judge.batch_size: must be >= 1, got {j.batch_size}")
-    _check(j.max_new_tokens >= 0, f"judge.max_new_tokens: must be >= 0 (0 = default), got {j.max_new_tokens}")
-    _check(0 < j.temperature <= 10, f"judge.temperature: must be in (0, 10], got {j.temperature}")
-    _check(0 < j.top_p <= 1, f"judge.top_p: must be in (0, 1], got {j.top_p}")
-    _check(j.timeout_s > 0, f"judge.timeout_s: must be positive, got {j.timeout_s}")
-    _check(j.num_actors >= 1, f"judge.num_actors: at least 1, got {j.num_actors}")
-    _check(not (j.name == "cream" and j.consistency == "mean" and j.num_actors > 1),
-           "judge.num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt")
-    if "llm" in (j.name, cfg.eval.judge):
-        _check(bool(j.model or j.endpoint), "judge.model: the llm judge needs a checkpoint or an endpoint "
-               "(judge.endpoint plus judge.model as the served model name)")
+def _check_judge(j: JudgeConfig, where: str, judges, backends) -> None:
+    """The fields every judge shares, then the named judge's own checks (judges/registry.py)."""
+    _check(j.name in judges, f"{where}.name: unknown {j.name!r} (choose one of {', '.join(sorted(judges))})")
+    _check(j.backend in backends, f"{where}.backend: unknown {j.backend!r} (choose one of {', '.join(sorted(backends))})")
+    _check(j.batch_size >= 1, f"{where}.batch_size: must be >= 1, got {j.batch_size}")
+    _check(j.num_actors >= 1, f"{where}.num_actors: at least 1, got {j.num_actors}")
+    from judges.registry import check_judge_config
+    try:
+        check_judge_config(j, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

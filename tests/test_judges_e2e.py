@@ -14,7 +14,7 @@ from pipelines.round import main
 
 pytestmark = pytest.mark.slow
 TINY = ["data.prompts_per_round=16", "data.eval_limit=16", "generation.k=4", "generation.max_new_tokens=16",
-        "train.epochs=1", "wandb.mode=disabled", "eval.judge=oracle"]
+        "train.epochs=1", "wandb.mode=disabled", "eval_judge.name=oracle"]
 PAIRS = 16 * 4 * 3          # ordered pairs: 16 prompts, K = 4
 
 
