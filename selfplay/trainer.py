@@ -1,26 +1,23 @@
-"""The policy update of one round: reference log-probs once, then a few epochs of the round's loss.
+"""The pieces every policy update is built from: precision, the optimizer and its schedule, the
+loss of a batch, the epoch loop, and the probe that says whether the weights really moved.
 
-Every frozen reference (π_t, π_ref, π_{t-1}) is scored before training starts and only its [N]
-log-prob vectors are kept, so no reference model is resident while the policy trains. π_t's
-log-probs come from the policy itself before its first step.
+Precision. `model.dtype` is the compute dtype. Trainable weights, their gradients and the optimizer
+state are always fp32 ("master weights"): an AdamW step at the papers' learning rates (5e-7) is far
+below bf16's resolution for weights of ~0.02 (spacing 1.2e-4), so updating bf16 weights in place
+silently drops almost every step. Forward and backward run under `torch.autocast` in the compute
+dtype (FSDP adds a MixedPrecisionPolicy, see selfplay/worker.py). Frozen weights (references, a LoRA
+base) are held in the compute dtype, and checkpoints are saved in it.
 """
 from __future__ import annotations
 
-import gc
+import contextlib
 import math
 import random
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from selfplay.algorithms import PairTensors, get_algorithm
-from selfplay.logprobs import batched_logprobs, sequence_logprobs
-from selfplay.records import PreferencePair
 
 
 class TrainingError(RuntimeError):
@@ -34,33 +31,28 @@ class TrainResult:
     seconds: float = 0.0
     loss_curve: list[float] = field(default_factory=list)   # mean loss per epoch
     final_loss: float = float("nan")
+    updated_fraction: float = float("nan")   # share of (sampled) trainable weights that changed in the round
+    workers: int = 1
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def autocast(device, dtype: str):
+    """Compute in `dtype` on `device`; a no-op for float32."""
+    dt = torch_dtype(dtype)
+    if dt == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dt)
 
 
 def load_policy(path: str, dtype: str = "float32", device: str = "cpu"):
+    """A frozen model in `dtype` (references, samplers); training loads fp32 masters instead."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype)).to(device)
     return tok, model
-
-
-def reference_logprobs(pairs: list[PreferencePair], references: dict[str, str], policy_path: str,
-                       policy, tok, *, average: bool, max_length: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(chosen, rejected) log-probs under each frozen reference, one model in memory at a time."""
-    prompts = [p.prompt for p in pairs]
-    out = {}
-    for name, path in references.items():
-        model = policy if path == policy_path else load_policy(path, device=_device(policy))[1]
-        model.eval()
-        out[name] = tuple(batched_logprobs(model, tok, prompts, [getattr(p, side) for p in pairs],
-                                           average=average, max_length=max_length)
-                          for side in ("chosen", "rejected"))
-        if model is not policy:
-            del model
-            gc.collect()
-    return out
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def make_optimizer(model, cfg, total_steps: int):
@@ -76,50 +68,37 @@ def make_optimizer(model, cfg, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        frac = (step - warmup) / max(1, total_steps - warmup)
+        frac = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return {"constant": 1.0, "linear": 1.0 - frac, "cosine": 0.5 * (1 + math.cos(math.pi * frac))}[cfg.schedule]
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def batch_loss(model, tok, algo, pairs, idx, refs, loss_cfg, max_length: int) -> torch.Tensor:
+def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> torch.Tensor:
     """Mean loss of the pairs at `idx`: chosen and rejected scored in one forward pass."""
+    from selfplay.algorithms import PairTensors
+    from selfplay.logprobs import sequence_logprobs
+
     sel = [pairs[i] for i in idx]
     prompts = [p.prompt for p in sel] * 2
-    lp = sequence_logprobs(model, tok, prompts, [p.chosen for p in sel] + [p.rejected for p in sel],
-                           average=loss_cfg.average_logprobs, max_length=max_length)
-    n = len(sel)
-    dev = lp.device
-    ix = torch.tensor(idx)
+    dev = next(model.parameters()).device
+    with autocast(dev, cfg.model.dtype):
+        lp = sequence_logprobs(model, tok, prompts, [p.chosen for p in sel] + [p.rejected for p in sel],
+                               average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+    n, ix = len(sel), torch.tensor(idx)
+    lp = lp.float()
     t = PairTensors(policy_chosen=lp[:n], policy_rejected=lp[n:],
                     refs={k: (c[ix].to(dev), r[ix].to(dev)) for k, (c, r) in refs.items()},
                     chosen_winrate=torch.tensor([p.chosen_winrate for p in sel], device=dev),
                     rejected_winrate=torch.tensor([p.rejected_winrate for p in sel], device=dev),
                     target=torch.tensor([p.target for p in sel], device=dev))
-    return algo.loss(t, loss_cfg).mean()
-
-
-def local_step(model, tok, algo, pairs, refs, cfg, opt, sched) -> Callable[[list[int]], float]:
-    """One optimizer step in this process on the pairs of a batch; returns the batch loss.
-
-    A non-finite loss is returned without stepping, so the weights stay as they were."""
-    def step(batch: list[int]) -> float:
-        loss = batch_loss(model, tok, algo, pairs, batch, refs, cfg.loss, cfg.model.max_length)
-        if not torch.isfinite(loss):
-            return loss.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-        opt.step()
-        sched.step()
-        return loss.item()
-    return step
+    return algo.loss(t, cfg.loss).mean()
 
 
 def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step: Callable[[list[int]], float], *,
                desc: str = "train", show_bar: bool = True) -> None:
     """train.epochs passes over the pairs in `rng`-shuffled batches of train.batch_size, one `step`
     per batch; records steps and per-epoch mean losses in `result`, stops on a non-finite loss.
-    Every trainer (one process, Ray Train workers, EGPO's two phases) runs this same loop."""
+    Every update (one process, Ray Train workers, EGPO's two phases) runs this same loop."""
     tc = cfg.train
     steps_per_epoch = math.ceil(n_pairs / tc.batch_size)
     bar = tqdm(total=steps_per_epoch * tc.epochs, desc=desc, unit="step", leave=False, disable=not show_bar)
@@ -130,8 +109,8 @@ def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step:
         for s in range(steps_per_epoch):
             loss = step(order[s * tc.batch_size:(s + 1) * tc.batch_size])
             if not math.isfinite(loss):
-                raise TrainingError(f"{cfg.algorithm} loss is {loss} at epoch {epoch} step {s}; "
-                                    f"lower train.lr ({tc.lr}) or check the loss section {cfg.loss}")
+                raise TrainingError(f"{cfg.algorithm} loss is {loss} at epoch {epoch} step {s}; nothing was saved. "
+                                    f"Lower train.lr ({tc.lr}) or check the loss section {cfg.loss}")
             losses.append(loss)
             result.steps += 1
             bar.update(1)
@@ -140,26 +119,31 @@ def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step:
     bar.close()
 
 
-def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], references: dict[str, str],
-                 cfg, seed: int) -> TrainResult:
-    """Train from `policy_path` on `pairs` with cfg.algorithm; save an HF checkpoint to `out_dir`."""
-    t0 = time.time()
-    if not pairs:
-        raise TrainingError("no preference pairs to train on (every prompt's responses tied?)")
-    torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok, model = load_policy(policy_path, cfg.model.dtype, device)
-    algo = get_algorithm(cfg.algorithm)
-    refs = reference_logprobs(pairs, references, policy_path, model, tok,
-                              average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
-    tc = cfg.train
-    opt, sched = make_optimizer(model, tc, math.ceil(len(pairs) / tc.batch_size) * tc.epochs)
-    result = TrainResult(pairs=len(pairs))
-    model.train()
-    run_epochs(len(pairs), cfg, random.Random(seed), result, local_step(model, tok, algo, pairs, refs, cfg, opt, sched))
-    result.final_loss = result.loss_curve[-1]
-    model.eval()
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    result.seconds = time.time() - t0
-    return result
+def local_tensor(p: torch.Tensor) -> torch.Tensor:
+    """The part of a parameter this process holds: its FSDP shard, or the whole tensor."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+class WeightProbe:
+    """A fixed strided sample of every trainable tensor (≤ 4096 entries each, on CPU), taken before
+    training, so the round can report which share of them changed without copying the model. A round
+    whose updates vanish in rounding (bf16 weights at lr 5e-7) shows a share near 0."""
+
+    def __init__(self, model) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.before = [self._sample(p) for p in self.params]
+
+    @staticmethod
+    def _sample(p: torch.Tensor) -> torch.Tensor:
+        flat = local_tensor(p).detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        return flat[::step].float().cpu().clone()
+
+    def changed(self) -> tuple[int, int]:
+        """(changed, sampled) counts in this process."""
+        moved = total = 0
+        for p, b in zip(self.params, self.before):
+            now = self._sample(p)
+            moved += int((now != b).sum())
+            total += now.numel()
+        return moved, total

@@ -1,7 +1,8 @@
 """Ray Train data parallelism gives the single worker's update: two gloo workers, a tiny Qwen2, SPPO.
 
-The single-worker side is selfplay.trainer.train_policy (plain torch, no Ray) on the same pairs,
-seed and global batches; the multi-worker side is train_policy_distributed. Batches are chosen so
+The single-worker side is selfplay.distributed.train_policy with workers=1 (plain torch in this
+process, no Ray) on the same pairs, seed and global batches; the multi-worker side is the same
+function with train.workers > 1 (Ray Train). Batches are chosen so
 that one global batch splits unevenly (2 + 1) and, with three workers, one shard is empty.
 """
 from __future__ import annotations
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from selfplay.config import ActorResources, Config, ModelConfig, ResourcesConfig, TrainConfig
-from selfplay.distributed import dist_spec, needs_worker_group, shard, train_policy_distributed
+from selfplay.distributed import dist_spec, needs_worker_group, train_policy
 from selfplay.records import PreferencePair
-from selfplay.trainer import train_policy
+from selfplay.worker import shard
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -88,19 +89,22 @@ def test_spec_defaults_and_validation(tiny_policy):
         dist_spec(_cfg(tiny_policy, strategy="zero3"))
 
 
-def test_one_worker_runs_in_process_and_equals_train_policy(tiny_policy, tmp_path):
-    """workers=1, ddp: no Ray, no process group, the same computations as train_policy (AdamW here)."""
+def test_one_worker_runs_in_process_and_is_deterministic(tiny_policy, tmp_path):
+    """workers=1, ddp: no Ray, no process group; the same seed gives the same weights (AdamW here)."""
+    import ray
     cfg = _cfg(tiny_policy, optimizer="adamw")
     a = train_policy(tiny_policy, tmp_path / "a", _pairs(), {"previous": tiny_policy}, cfg, seed=3)
-    b = train_policy_distributed(tiny_policy, tmp_path / "b", _pairs(), {"previous": tiny_policy}, cfg, seed=3)
+    b = train_policy(tiny_policy, tmp_path / "b", _pairs(), {"previous": tiny_policy}, cfg, seed=3)
+    assert not ray.is_initialized() and a.workers == b.workers == 1
     assert a.loss_curve == b.loss_curve and a.steps == b.steps == 2
     assert _max_diff(_weights(tmp_path / "a"), _weights(tmp_path / "b")) == 0.0
+    assert _max_diff(_weights(tmp_path / "a"), _weights(Path(tiny_policy))) > 1e-4
 
 
 def test_lora_merges_into_a_plain_checkpoint(tiny_policy, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    res = train_policy_distributed(tiny_policy, tmp_path / "lora", _pairs(), {"previous": tiny_policy},
+    res = train_policy(tiny_policy, tmp_path / "lora", _pairs(), {"previous": tiny_policy},
                                    _cfg(tiny_policy, lora_rank=4, lora_alpha=8.0), seed=3)
     assert res.steps == 2
     merged = _weights(tmp_path / "lora")
@@ -117,7 +121,7 @@ def test_non_finite_loss_stops_training(tiny_policy, tmp_path):
     from selfplay.trainer import TrainingError
     cfg = _cfg(tiny_policy, batch_size=2, lr=1e30, max_grad_norm=1e30)
     with pytest.raises(TrainingError, match="loss is"):
-        train_policy_distributed(tiny_policy, tmp_path / "x", _pairs(), {"previous": tiny_policy}, cfg, seed=3)
+        train_policy(tiny_policy, tmp_path / "x", _pairs(), {"previous": tiny_policy}, cfg, seed=3)
     assert not (tmp_path / "x").exists()
 
 
@@ -136,10 +140,10 @@ def single(tiny_policy, tmp_path_factory):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_workers_match_one(strategy, ray_local, tiny_policy, single, tmp_path):
     out = tmp_path / "policy"
-    res = train_policy_distributed(tiny_policy, out, _pairs(), {"previous": tiny_policy},
+    res = train_policy(tiny_policy, out, _pairs(), {"previous": tiny_policy},
                                    _cfg(tiny_policy, workers=2, strategy=strategy), seed=3)
     ref_out, ref = single
-    assert res.steps == ref.steps == 2 and res.pairs == 7
+    assert res.steps == ref.steps == 2 and res.pairs == 7 and res.workers == 2
     assert res.loss_curve == pytest.approx(ref.loss_curve, rel=1e-6)
     base, a, b = _weights(Path(tiny_policy)), _weights(ref_out), _weights(out)
     assert _max_diff(a, base) > 1e-4          # the steps did move the weights ...
@@ -152,7 +156,7 @@ def test_empty_shard_still_matches(ray_local, tiny_policy, tmp_path):
     """Three workers, batches of 2: the last global batch has one pair, so two shards are empty."""
     one = train_policy(tiny_policy, tmp_path / "one", _pairs(5), {"previous": tiny_policy},
                        _cfg(tiny_policy, batch_size=2), seed=5)
-    three = train_policy_distributed(tiny_policy, tmp_path / "three", _pairs(5), {"previous": tiny_policy},
+    three = train_policy(tiny_policy, tmp_path / "three", _pairs(5), {"previous": tiny_policy},
                                      _cfg(tiny_policy, batch_size=2, cpus=0.5, workers=3), seed=5)
     assert three.steps == one.steps == 3
     assert three.loss_curve == pytest.approx(one.loss_curve, rel=1e-6)
@@ -163,9 +167,9 @@ def test_empty_shard_still_matches(ray_local, tiny_policy, tmp_path):
 def test_lora_under_fsdp_matches_lora_alone(ray_local, tiny_policy, tmp_path):
     """FSDP gathers the sharded LoRA model on rank 0, merges and saves: the same checkpoint as one process."""
     lora = dict(lora_rank=4, lora_alpha=8.0)
-    solo = train_policy_distributed(tiny_policy, tmp_path / "solo", _pairs(), {"previous": tiny_policy},
+    solo = train_policy(tiny_policy, tmp_path / "solo", _pairs(), {"previous": tiny_policy},
                                     _cfg(tiny_policy, **lora), seed=3)
-    duo = train_policy_distributed(tiny_policy, tmp_path / "duo", _pairs(), {"previous": tiny_policy},
+    duo = train_policy(tiny_policy, tmp_path / "duo", _pairs(), {"previous": tiny_policy},
                                    _cfg(tiny_policy, workers=2, strategy="fsdp", **lora), seed=3)
     assert duo.loss_curve == pytest.approx(solo.loss_curve, rel=1e-6)
     assert _max_diff(_weights(tmp_path / "solo"), _weights(tmp_path / "duo")) < 1e-6

@@ -41,9 +41,12 @@ class Algorithm:
     references: tuple[str, ...]        # "previous" (π_t), "initial" (π_ref), "previous2" (π_{t-1})
     make_pairs: Callable[[list[JudgedPrompt], PairContext], list[PreferencePair]]
     loss: Callable[[PairTensors, object], torch.Tensor]   # (tensors, LossConfig) -> [B]
-    # A round whose update is not "reference log-probs, then epochs of the loss" (EGPO's
-    # extragradient) supplies its own trainer with train_policy's signature plus the judge context.
-    train: Optional[Callable] = None
+    # A round whose update is not "reference log-probs, then epochs of the loss, then save" (EGPO's
+    # extragradient) supplies it: update(worker, job) -> TrainResult, built from the operations of
+    # selfplay.worker.Worker so that LoRA, workers, strategy and dtype apply to it as to every other.
+    update: Optional[Callable] = None
+    # Optimizer steps the update takes (sizes the LR schedule): horizon(pairs, cfg); None = epochs × batches.
+    horizon: Optional[Callable] = None
 
 
 def _registry() -> dict[str, Algorithm]:

@@ -17,22 +17,18 @@ K = 2 there is no third sample: y″ is drawn from {a, b} itself, so the target 
 (P(a ≻ b) − ½)/β, the authors' `can_reduce_variance` form. PreferencePair.chosen_winrate / rejected_winrate store P(a ≻ y″) /
 P(b ≻ y″); chosen is the one with the larger value (the loss is symmetric under swapping a, b).
 
-The full step's data (train): θ_{t+½} is saved to a temporary checkpoint and sampled with the
+The full step's data (update): θ_{t+½} is saved to a temporary checkpoint and sampled with the
 configured generation backend (HF or vLLM, fresh per-prompt seeds) on the same prompts, judged with
-the round's judge. Weights and optimizer state are backed up before the half step and restored
-after it (CPU copies, as the authors do); the LR scheduler is not rolled back (same), so one
+the round's judge (the pipeline's `sample_and_judge`). Trainable weights and optimizer state are
+backed up before the half step and restored after it (CPU copies, as the authors do); the LR scheduler is not rolled back (same), so one
 schedule spans both phases — use schedule: constant to give both the same rate. Per-token-average
 log-probs are the authors' default (normalize_logprobs=True); loss.average_logprobs selects.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
 import math
 import random
 import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
@@ -73,82 +69,41 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
                      cfg.beta)
 
 
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
-def half_step_pairs(ckpt: str, pairs: list[PreferencePair], cfg, round_: int, judge_ctx) -> list[PreferencePair]:
-    """Fresh samples from θ_{t+½} (checkpoint `ckpt`) for the round's prompts, judged and paired."""
-    from judges.base import preference_matrices
-    from judges.registry import build_judge
-    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
-
-    prompts = list({p.prompt_id: p.prompt for p in pairs}.items())
-    g = cfg.generation
-    requests = [Request(text, _seed(cfg.seed, f"egpo-half/{round_}", pid)) for pid, text in prompts]
-    spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens)
-    completions, _ = sample_checkpoint(ckpt, cfg, requests, spec)
-    responses = [[c.text for c in cs] for cs in completions]
-    judge = build_judge(cfg.judge.name, cfg.judge, judge_ctx)
-    mats = preference_matrices(judge, [t for _, t in prompts], responses)
-    judged = [JudgedPrompt(pid, text, rs, [c.n_tokens for c in cs], m.tolist(), judge.name)
-              for (pid, text), rs, cs, m in zip(prompts, responses, completions, mats)]
-    return make_pairs(judged, PairContext(round=round_, loss=cfg.loss, seed=cfg.seed))
-
-
-def _backup(model, opt) -> tuple[dict, dict]:
-    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return weights, copy.deepcopy(opt.state_dict())   # a fresh optimizer's state is empty: cheap
-
-
-def train(policy: str, out: Path, pairs: list[PreferencePair], references: dict[str, str], cfg, seed: int, *,
-          judge_ctx=None, round_: int = 0):
-    """Half step, fresh θ_{t+½} data, restore θ_t, full step; saves θ_{t+1} to `out`."""
-    import torch
-
-    from selfplay.trainer import (TrainingError, TrainResult, load_policy, local_step, make_optimizer,
-                                  reference_logprobs, run_epochs)
-    t0 = time.time()
-    if not pairs:
-        raise TrainingError("no preference pairs to train on")
-    torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok, model = load_policy(policy, cfg.model.dtype, device)
-    refs_of = lambda ps: reference_logprobs(ps, references, policy, model, tok,  # noqa: E731
-                                            average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
-    refs = refs_of(pairs)
+def horizon(pairs: list[PreferencePair], cfg) -> int:
+    """One schedule over both phases (not rolled back); the full phase has at most K//2 pairs per prompt."""
     bs, k = cfg.train.batch_size, cfg.generation.k
-    n_prompts = len({p.prompt_id for p in pairs})
-    # one schedule over both phases (not rolled back); the full phase has at most K//2 pairs per prompt
-    horizon = (math.ceil(len(pairs) / bs) + math.ceil(n_prompts * max(k // 2, 1) / bs)) * cfg.train.epochs
-    opt, sched = make_optimizer(model, cfg.train, horizon)
-    weights, opt_state = _backup(model, opt)
-    result, rng, algo = TrainResult(), random.Random(seed), ALGORITHMS[0]
-    model.train()
-    run_epochs(len(pairs), cfg, rng, result, local_step(model, tok, algo, pairs, refs, cfg, opt, sched),
-               desc="egpo half step")
+    full = len({p.prompt_id for p in pairs}) * max(k // 2, 1)
+    return (math.ceil(len(pairs) / bs) + math.ceil(full / bs)) * cfg.train.epochs
+
+
+def update(w, job):
+    """Half step on π_t's pairs, save θ_{t+½}, restore θ_t, fresh θ_{t+½} samples, full step, save θ_{t+1}.
+
+    Runs on selfplay.worker.Worker, so LoRA, train.workers, strategy and dtype apply; with several
+    workers rank 0 samples and judges θ_{t+½} and broadcasts the pairs."""
+    from selfplay.trainer import TrainingError, TrainResult
+
+    if job.sample_and_judge is None:
+        raise TrainingError("EGPO needs fresh θ_{t+½} samples, but no sampler/judge was given to the trainer")
+    cfg, pairs = job.cfg, job.pairs
+    refs = w.references(pairs)
+    before = w.snapshot()                           # θ_t and the optimizer state, in host memory (as the authors)
+    result, rng = TrainResult(pairs=len(pairs)), random.Random(job.seed)
+    w.epochs(pairs, refs, result, rng, desc="egpo half step")
     with tempfile.TemporaryDirectory(prefix="egpo_half_") as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        model.load_state_dict(weights)             # back to θ_t before anything else touches the model
-        opt.load_state_dict(opt_state)
-        model.to("cpu")                            # free the accelerator for the sampler
-        fresh = half_step_pairs(tmp, pairs, cfg, round_, judge_ctx)
-    model.to(device)
+        w.save(tmp)                                 # θ_{t+½} (LoRA merged) for the sampler
+        w.restore(before)                           # back to θ_t before anything else touches the model
+        prompts = list({p.prompt_id: p.prompt for p in pairs}.items())
+        fresh = w.on_rank0(lambda: make_pairs(job.sample_and_judge(tmp, prompts, f"egpo-half/{job.round}"),
+                                              PairContext(round=job.round, loss=cfg.loss, seed=cfg.seed)))
     if not fresh:
         raise TrainingError("EGPO: θ_{t+½}'s samples gave no usable pair (judge abstained everywhere?)")
-    model.eval()
-    fresh_refs = refs_of(fresh)                    # uses the restored θ_t when π_ref is the policy itself
-    model.train()
-    run_epochs(len(fresh), cfg, rng, result, local_step(model, tok, algo, fresh, fresh_refs, cfg, opt, sched),
-               desc="egpo full step")
-    result.pairs, result.final_loss = len(pairs) + len(fresh), result.loss_curve[-1]
-    model.eval()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    result.seconds = time.time() - t0
+    fresh_refs = w.references(fresh)                # the restored θ_t when π_ref is the policy itself
+    w.epochs(fresh, fresh_refs, result, rng, desc="egpo full step")
+    result.pairs = len(pairs) + len(fresh)
+    w.save(job.out_dir)
     return result
 
 
 ALGORITHMS = [Algorithm(name="egpo", paper="arXiv 2503.08942", references=("initial",),
-                        make_pairs=make_pairs, loss=_loss, train=train)]
+                        make_pairs=make_pairs, loss=_loss, update=update, horizon=horizon)]
