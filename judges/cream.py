@@ -201,6 +201,7 @@ class CreamJudge:
 
 
 def build_cream_judge(cfg, ctx) -> CreamJudge:
-    from judges.scoring import resolve_device
+    """The policies' implicit rewards on ctx.device; judge.consistency was checked by the config."""
+    from judges.registry import actor_device
     return CreamJudge(ctx.policy, ctx.previous_policy, ctx.reference_policy, mode=cfg.consistency,
-                      device=resolve_device(cfg.device, ctx.device), batch_size=cfg.batch_size)
+                      device=actor_device(ctx), batch_size=cfg.batch_size)

@@ -14,9 +14,10 @@ Where the judge model runs (``judge.*`` config):
   small, ``logprobs`` with ``top_logprobs: 20``. Soft probability from the verdict token's top
   log-probs when the server returns them, else the verdict parsed from the text (hard 0/1).
 * otherwise a local checkpoint ``judge.model`` (path, hub id or ``builtin:arena``) with
-  ``judge.backend`` hf (transformers) or vllm: the chat-templated judge prompt with the assistant
-  turn prefilled up to ``Verdict: [[`` and ONE forward pass; P(first slot) is the softmax over the
-  next-token log-probs of ``A`` and ``B``. Always finite, so the local judge never abstains.
+  ``judge.backend`` hf (transformers) or vllm, on the device of the actor it runs in (``cuda`` when
+  that actor's resources hold a GPU, selfplay/devices.py): the chat-templated judge prompt with the
+  assistant turn prefilled up to ``Verdict: [[`` and ONE forward pass; P(first slot) is the softmax
+  over the next-token log-probs of ``A`` and ``B``. Always finite, so the local judge never abstains.
 
 Both orders. ``compare(p, a, b)`` asks (a first, b second) and (b first, a second) in one batch,
 maps both to P(a ≻ b) and averages them. Two hard verdicts that contradict each other (each order
@@ -43,7 +44,7 @@ from typing import Sequence
 
 import numpy as np
 
-from judges.scoring import build_scorer, chat_text, resolve_device
+from judges.scoring import build_scorer, chat_text
 
 VERDICT_PREFIX = "Verdict: [["   # the assistant turn is prefilled up to the verdict letter
 LETTERS = ("A", "B")
@@ -354,17 +355,16 @@ class LLMJudge:
 
 
 def build_llm_judge(cfg, ctx) -> LLMJudge:
-    """judge.endpoint → an HTTP judge; else the local checkpoint judge.model (hf / vllm)."""
+    """judge.endpoint → an HTTP judge; else the local checkpoint judge.model (hf / vllm) on ctx.device.
+    The config has checked that judge.model is set (judges.registry.check_judge_config)."""
+    from judges.registry import actor_device
+
     if cfg.endpoint:
-        if not cfg.model:
-            raise ValueError("judge.model: the llm judge needs the endpoint's model name")
         return LLMJudge(EndpointVerdicts(cfg.endpoint, cfg.model, api_key_env=cfg.api_key_env,
                                          timeout_s=cfg.timeout_s,
                                          max_tokens=cfg.max_new_tokens or DEFAULT_ENDPOINT_TOKENS,
                                          concurrency=cfg.batch_size))
-    if not cfg.model:
-        raise ValueError("judge.model: the llm judge needs a checkpoint (or judge.endpoint)")
     from selfplay.data import resolve_builtin
     path = resolve_builtin(cfg.model)
-    scorer = build_scorer(cfg.backend, path, device=resolve_device(cfg.device, ctx.device), batch_size=cfg.batch_size)
+    scorer = build_scorer(cfg.backend, path, device=actor_device(ctx), batch_size=cfg.batch_size)
     return LLMJudge(LocalVerdicts(scorer))

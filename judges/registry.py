@@ -1,13 +1,16 @@
-"""The one registry of judges. `judge.name` (and `eval.judge`) pick one by name.
+"""The one registry of judges. `judge.name` picks the training judge, `eval_judge.name` the evaluation one.
 
-A builder gets the judge section of the config and a context naming the round's policies (the
-self-reward and CREAM judges score with the policy itself). Heavy dependencies are imported
-inside the builders, so listing the registry costs nothing.
+Each judge is a `JudgeSpec`: a builder, which gets its config section and a context naming the
+round's policies (the self-reward and CREAM judges score with the policy itself) and the device, and
+a check of the section's values. `selfplay.config.validate` runs the checks (`check_judge_config`)
+for both sections before any stage, so a value a judge cannot honour is refused up front, never at
+build time inside an actor. Heavy dependencies are imported inside the builders, so listing the
+registry costs nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from judges.base import Judge
 
@@ -17,9 +20,28 @@ class JudgeContext:
     policy: str = ""            # the round's current policy checkpoint (π_t)
     previous_policy: str = ""   # π_{t-1}, for CREAM's consistency
     reference_policy: str = ""  # π_ref for CREAM's implicit reward
-    device: str = "cpu"
+    device: str = "cpu"         # from the resources of the actor the judge runs in (planned_device)
     seed: int = 0
 
+
+def planned_device(resources) -> str:
+    """The device an actor holding `resources` computes on, decided from the resources alone.
+
+    The driver (or a coordinating actor) plans the judge's device but is not the actor that runs it,
+    so the GPUs its own process sees do not count; the judge's actor confirms it (`actor_device`)."""
+    from selfplay.devices import device_for
+    return device_for(resources, gpu_count=1)
+
+
+def actor_device(ctx: JudgeContext) -> str:
+    """ctx.device, confirmed inside the actor building the judge: resources that promised a GPU this
+    process cannot see raise DeviceError here rather than quietly running on the CPU."""
+    from selfplay.config import ActorResources
+    from selfplay.devices import device_for
+    return device_for(ActorResources(num_gpus=float(ctx.device != "cpu")))
+
+
+# -- builders --------------------------------------------------------------------------------------
 
 def _oracle(cfg, ctx: JudgeContext) -> Judge:
     from judges.oracle import OracleJudge
@@ -28,7 +50,7 @@ def _oracle(cfg, ctx: JudgeContext) -> Judge:
 
 def _pairrm(cfg, ctx: JudgeContext) -> Judge:
     from judges.pairrm import PairRMJudge
-    return PairRMJudge(cfg.model or "llm-blender/PairRM-hf", device=ctx.device, batch_size=cfg.batch_size,
+    return PairRMJudge(cfg.model or "llm-blender/PairRM-hf", device=actor_device(ctx), batch_size=cfg.batch_size,
                        aggregation=cfg.aggregation)
 
 
@@ -47,30 +69,61 @@ def _cream(cfg, ctx: JudgeContext) -> Judge:
     return build_cream_judge(cfg, ctx)
 
 
-JUDGES: dict[str, Callable[..., Judge]] = {
-    "oracle": _oracle, "pairrm": _pairrm, "llm": _llm, "self_reward": _self_reward, "cream": _cream,
+# -- checks: each yields "key: problem" for its section ---------------------------------------------
+
+# Field values every judge section must hold, whichever judge it names: a bogus value is refused even
+# where this judge would not read it (and an absent eval_judge: copies judge:, values included).
+_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("aggregation", lambda v: v in ("sppo", "pairwise"), "sppo or pairwise"),
+    ("consistency", lambda v: v in ("per_prompt", "mean"), "per_prompt or mean"),
+    ("score_mode", lambda v: v in ("sample", "logprobs"), "sample or logprobs"),
+    ("samples", lambda v: v >= 1, "must be >= 1"),
+    ("max_new_tokens", lambda v: v >= 0, "must be >= 0 (0 = the judge's default)"),
+    ("temperature", lambda v: 0 < v <= 10, "must be in (0, 10]"),    # NaN fails too
+    ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("timeout_s", lambda v: v > 0, "must be positive"),
+)
+
+
+def _no_check(cfg) -> Iterator[str]:
+    return iter(())
+
+
+def _check_llm(cfg) -> Iterator[str]:
+    if not cfg.model:   # with an endpoint, the name of the model it serves
+        yield "model: the llm judge needs a local checkpoint, or with endpoint set the served model's name"
+
+
+def _check_cream(cfg) -> Iterator[str]:
+    if cfg.consistency == "mean" and cfg.num_actors > 1:
+        yield "num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt"
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    build: Callable[[Any, JudgeContext], Judge]
+    check: Callable[[Any], Iterator[str]] = _no_check   # this judge's own needs, beyond _FIELDS
+
+
+JUDGES: dict[str, JudgeSpec] = {
+    "oracle": JudgeSpec(_oracle),
+    "pairrm": JudgeSpec(_pairrm),
+    "llm": JudgeSpec(_llm, _check_llm),
+    "self_reward": JudgeSpec(_self_reward),
+    "cream": JudgeSpec(_cream, _check_cream),
 }
 
 
 def check_judge_config(cfg, where: str = "judge") -> None:
-    """Raise ValueError naming `where`.<key> for any value the named judge cannot honour."""
-    c = lambda ok, msg: None if ok else (_ for _ in ()).throw(ValueError(f"{where}.{msg}"))  # noqa: E731
-    c(cfg.consistency in ("per_prompt", "mean"), f"consistency: per_prompt or mean, got {cfg.consistency!r}")
-    c(cfg.score_mode in ("sample", "logprobs"), f"score_mode: sample or logprobs, got {cfg.score_mode!r}")
-    c(cfg.aggregation in ("sppo", "pairwise"), f"aggregation: sppo or pairwise, got {cfg.aggregation!r}")
-    c(cfg.samples >= 1, f"samples: must be >= 1, got {cfg.samples}")
-    c(cfg.max_new_tokens >= 0, f"max_new_tokens: must be >= 0 (0 = default), got {cfg.max_new_tokens}")
-    c(0 < cfg.temperature <= 10, f"temperature: must be in (0, 10], got {cfg.temperature}")
-    c(0 < cfg.top_p <= 1, f"top_p: must be in (0, 1], got {cfg.top_p}")
-    c(cfg.timeout_s > 0, f"timeout_s: must be positive, got {cfg.timeout_s}")
-    c(not (cfg.name == "cream" and cfg.consistency == "mean" and cfg.num_actors > 1),
-      "num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt")
-    if cfg.name == "llm":
-        c(bool(cfg.model or cfg.endpoint), "model: the llm judge needs a checkpoint or an endpoint "
-          f"({where}.endpoint plus {where}.model as the served model name)")
+    """Raise ValueError naming `where`.<key> for the first value the named judge cannot honour."""
+    spec = JUDGES.get(cfg.name)   # an unknown name is reported by selfplay.config itself
+    problems = [f"{key}: {rule}, got {getattr(cfg, key)!r}" for key, ok, rule in _FIELDS if not ok(getattr(cfg, key))]
+    problems += list(spec.check(cfg)) if spec else []
+    if problems:
+        raise ValueError(f"{where}.{problems[0]}")
 
 
 def build_judge(name: str, cfg, ctx: JudgeContext = JudgeContext()) -> Judge:
     if name not in JUDGES:
         raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(sorted(JUDGES))}")
-    return JUDGES[name](cfg, ctx)
+    return JUDGES[name].build(cfg, ctx)

@@ -8,14 +8,6 @@ from typing import Sequence
 import numpy as np
 
 
-def resolve_device(device: str, ctx_device: str = "cpu") -> str:
-    """'' = CUDA when this process sees a GPU (the judge actor got one), else the context's device."""
-    if device:
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else (ctx_device or "cpu")
-
-
 def chat_text(tok, user: str, assistant_prefix: str) -> str:
     """The chat-templated user turn followed by the start of the assistant's reply (prefill)."""
     if getattr(tok, "chat_template", None):

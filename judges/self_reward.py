@@ -26,7 +26,6 @@ lowest score, and drops prompts whose scores are all equal, as the paper does.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from typing import Sequence
 
@@ -226,13 +225,13 @@ class SelfRewardJudge:
 
 
 def build_self_reward_judge(cfg, ctx) -> SelfRewardJudge:
-    from judges.scoring import resolve_device
+    """The policy judging itself on ctx.device; the config's values were checked by
+    judges.registry.check_judge_config."""
+    from judges.registry import actor_device
 
     if not ctx.policy:
         raise ValueError("the self_reward judge scores with the round's policy, but the judge context names none")
-    if not math.isfinite(cfg.temperature) or cfg.temperature <= 0:
-        raise ValueError(f"judge.temperature: must be positive, got {cfg.temperature}")
     return SelfRewardJudge(ctx.policy, mode=cfg.score_mode, samples=cfg.samples, backend=cfg.backend,
-                           device=resolve_device(cfg.device, ctx.device), batch_size=cfg.batch_size,
+                           device=actor_device(ctx), batch_size=cfg.batch_size,
                            seed=ctx.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                            max_new_tokens=cfg.max_new_tokens or DEFAULT_SAMPLE_TOKENS)

@@ -7,6 +7,7 @@ prompts. The round's `metrics.json` gathers these with the train and judge diagn
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,14 @@ from pipelines.stages import _load, generate, group_generations
 from selfplay.config import Config
 
 
-def eval_judge_name(cfg: Config) -> str:
-    return cfg.eval_judge.name
+def eval_judge_resources(cfg: Config):
+    """The resources of the actor the eval judge runs in: this stage's own (resources.generation),
+    unless several engines generated, when that actor only coordinated and a judge actor judges."""
+    return cfg.resources.judge if cfg.generation.num_engines > 1 else cfg.resources.generation
 
 
 def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
-    """Round n's eval samples against every earlier round's, with one eval judge loaded once."""
+    """Round n's eval samples against every earlier round's, with one eval judge (eval_judge:) loaded once."""
     from judges.registry import build_judge
     judge = build_judge(cfg.eval_judge.name, cfg.eval_judge, ctx)
     try:
@@ -59,12 +62,15 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     t0 = time.time()
     rp = round_paths(run_dir, n)
     gen_info = generate(str(rp.policy), cfg, n, out / "generations", eval_set=True)
+    from judges.registry import planned_device
+    res = eval_judge_resources(cfg)   # the eval judge computes where it runs, not where the judge stage ran
+    args = (run_dir, n, out / "generations", cfg, replace(ctx, device=planned_device(res)))
     if cfg.generation.num_engines > 1:
         # This stage's actor only coordinated the engines and holds no device: judge in a judge actor.
         from pipelines.actors import map_in_actors
-        [versus] = map_in_actors("judge", cfg.resources.judge, versus_all, [(run_dir, n, out / "generations", cfg, ctx)])
+        [versus] = map_in_actors("judge", res, versus_all, [args])
     else:
-        versus = versus_all(run_dir, n, out / "generations", cfg, ctx)
+        versus = versus_all(*args)
     (out / "versus.json").write_text(json.dumps(versus, indent=1))
     export_alpaca_eval(out / "generations", f"round_{n}", out / "alpaca_eval.json")
     round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),

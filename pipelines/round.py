@@ -82,7 +82,7 @@ def ensure_round_zero(cfg: Config) -> None:
     """Round 0 is the initial policy plus its eval generations (reused by every later round)."""
     from pipelines import stages
     rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
-    run_stage("init", rp.policy, {"model": c["model"]}, {}, "trainer", cfg.resources.trainer,
+    run_stage("init", rp.policy, {"policy": cfg.model.policy}, {}, "trainer", cfg.resources.trainer,
               stages.init_policy, cfg.model.policy, round_=0)
     run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", generation_resources(cfg),
               stages.eval_generations, str(rp.policy), cfg, 0, round_=0)
@@ -90,7 +90,7 @@ def ensure_round_zero(cfg: Config) -> None:
 
 def _eval_part(c: dict) -> dict:
     return {"seed": c["seed"], "data": c["data"], "eval": c["eval"], "max_new_tokens": c["generation"]["max_new_tokens"],
-            "backend": c["generation"]["backend"], "judge": c["judge"]}
+            "backend": c["generation"]["backend"], "judge": c["eval_judge"]}
 
 
 def check_previous(cfg: Config, n: int) -> None:
@@ -106,9 +106,12 @@ def check_previous(cfg: Config, n: int) -> None:
 
 
 def judge_context(cfg: Config, n: int):
-    from judges.registry import JudgeContext
+    """The judge stage's context; its device comes from resources.judge (the evaluate stage swaps in
+    the device of the actor its eval judge runs in), checked again inside that actor."""
+    from judges.registry import JudgeContext, planned_device
     r = lambda k: str(round_paths(cfg.run_dir, max(k, 0)).policy)  # noqa: E731
-    return JudgeContext(policy=r(n - 1), previous_policy=r(n - 2), reference_policy=r(0), seed=cfg.seed)
+    return JudgeContext(policy=r(n - 1), previous_policy=r(n - 2), reference_policy=r(0),
+                        device=planned_device(cfg.resources.judge), seed=cfg.seed)
 
 
 def reference_paths(cfg: Config, n: int, names: tuple[str, ...]) -> dict[str, Path]:
@@ -128,7 +131,9 @@ def run_round(cfg: Config, n: int) -> dict:
     refs = reference_paths(cfg, n, get_algorithm(cfg.algorithm).references)
     gen_part = {"seed": cfg.seed, "data": c["data"], "generation": c["generation"]}
     algo_part = {"seed": cfg.seed, "algorithm": cfg.algorithm, "loss": c["loss"]}
-    train_part = {**algo_part, "train": c["train"], "model": c["model"]}
+    # model.num_parameters / hidden_size / num_layers only size the plan: not part of what training makes
+    model_part = {k: c["model"][k] for k in ("policy", "dtype", "max_length")}
+    train_part = {**algo_part, "train": c["train"], "model": model_part}
     if n == 1:
         ensure_round_zero(cfg)
     m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
@@ -179,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         rounds = parse_rounds(args.round)
         check_previous(cfg, rounds[0])
-    except (ConfigError, RoundError, ValueError) as e:
+        from selfplay.data import check_rounds
+        check_rounds(cfg, rounds)   # a round without fresh prompts fails here, before Ray and any generation
+    except (ConfigError, RoundError, ValueError) as e:  # DataError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     from pipelines.actors import ray_session

@@ -51,19 +51,18 @@ def init_policy(source: str, out: Path) -> dict:
 
 def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
-    from selfplay.data import load_prompts, round_slice
+    from selfplay.data import load_prompts, round_prompts
     from selfplay.generation import Request, SamplingSpec, sample_checkpoint
     from selfplay.records import Generation, to_rows
 
     d, g = cfg.data, cfg.generation
-    src = d.eval_prompts if eval_set else d.train_prompts
-    rows = load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
     if eval_set:
+        rows = load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
         rows = rows[: d.eval_limit or len(rows)]
         spec = SamplingSpec(cfg.eval.samples_per_prompt, cfg.eval.temperature, cfg.eval.top_p, g.max_new_tokens)
         tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
     else:
-        rows = round_slice(rows, round_, d.prompts_per_round)
+        rows = round_prompts(d, round_)  # this round's own slice or source; DataError when none is left
         spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens)
         tag = f"train/{round_}"
     requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
@@ -106,7 +105,7 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
     from selfplay.records import to_rows
 
     groups = group_generations(generations)
-    if cfg.judge.num_actors > 1 and len(groups) > 1:
+    if cfg.judge.num_actors > 1:   # this actor only coordinates (it holds no device): always fan out
         from pipelines.actors import map_in_actors  # Ray only when fanning out over judge actors
         t0 = time.time()
         parts = map_in_actors("judge", cfg.resources.judge, judge_groups,
@@ -192,23 +191,44 @@ def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], 
 
 def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, round_: int, judge_ctx,
           out: Path) -> dict:
-    from selfplay.algorithms import get_algorithm
-    from selfplay.records import PreferencePair, from_rows
-    from selfplay.distributed import train_policy_distributed, uses_distributed
-    from selfplay.trainer import train_policy
+    """The algorithm's update through the one trainer (selfplay.distributed.train_policy)."""
+    import functools
 
-    from selfplay.memory import check_fits
-    check_fits("trainer", policy, cfg)   # before loading anything
+    from selfplay.distributed import train_policy
+    from selfplay.records import PreferencePair, from_rows
+
     pairs = from_rows(PreferencePair, _load(prefs))
-    custom = get_algorithm(cfg.algorithm).train
-    seed = seed_for(cfg.seed, "train", round_)
-    if custom is not None:
-        res = custom(policy, out, pairs, references, cfg, seed, judge_ctx=judge_ctx, round_=round_)
-    elif uses_distributed(cfg):   # several workers, FSDP or LoRA: Ray Train's path
-        res = train_policy_distributed(policy, out, pairs, references, cfg, seed)
-    else:
-        res = train_policy(policy, out, pairs, references, cfg, seed)
-    return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs}
+    res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_), round_=round_,
+                       sample_and_judge=functools.partial(sample_and_judge, cfg=cfg, judge_ctx=judge_ctx))
+    return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs,
+            "updated_fraction": res.updated_fraction, "saved_fraction": res.saved_fraction, "workers": res.workers}
+
+
+def sample_and_judge(ckpt: str, prompts: list[tuple[str, str]], tag: str, *, cfg: Config, judge_ctx) -> list:
+    """Fresh on-policy samples of `ckpt` for (prompt_id, prompt) pairs, judged: what an online update
+    (EGPO's θ_{t+½}) trains on. Runs inside the trainer, so its judge uses the trainer's device."""
+    import dataclasses
+
+    from judges.base import preference_matrices
+    from judges.registry import build_judge
+    from selfplay.devices import device_for
+    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
+    from selfplay.records import JudgedPrompt
+
+    g = cfg.generation
+    requests = [Request(text, seed_for(cfg.seed, tag, pid)) for pid, text in prompts]
+    completions, _ = sample_checkpoint(ckpt, cfg, requests, SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens),
+                                       resources=cfg.resources.trainer)
+    responses = [[c.text for c in cs] for cs in completions]
+    ctx = dataclasses.replace(judge_ctx, device=device_for(cfg.resources.trainer))
+    judge = build_judge(cfg.judge.name, cfg.judge, ctx)
+    try:
+        mats = preference_matrices(judge, [t for _, t in prompts], responses)
+    finally:
+        if hasattr(judge, "close"):
+            judge.close()
+    return [JudgedPrompt(pid, text, rs, [c.n_tokens for c in cs], m.tolist(), judge.name)
+            for (pid, text), rs, cs, m in zip(prompts, responses, completions, mats)]
 
 
 def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from selfplay.config import Config, DataConfig
 from selfplay.records import PromptRow
 
 
@@ -64,9 +65,72 @@ def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt
     return rows
 
 
-def round_slice(rows: list[PromptRow], round_: int, per_round: int) -> list[PromptRow]:
-    """Round n's prompts: a disjoint slice while the pool lasts, then wrapping around."""
-    if not rows:
-        raise DataError("the prompt set is empty")
-    start = (round_ - 1) * per_round
-    return [rows[(start + i) % len(rows)] for i in range(min(per_round, len(rows)))]
+# ---------------------------------------------------------------- per-round training prompts
+# Two forms (DataConfig.train_prompts): a string is one pool cut into disjoint slices of
+# prompts_per_round (round n takes pool[(n-1)*per : n*per]); a list gives each round its own source
+# (round n reads source n-1, up to its first prompts_per_round prompts). Past the end, a round is
+# refused unless data.reuse_prompts, because silently wrapping around would train rounds 2-3 on
+# round 1's prompts. A pool's partial last slice is refused too: rounds would differ in size, and
+# the fix (a smaller prompts_per_round) is the user's call. A per-round source shorter than
+# prompts_per_round is used whole: it is that round's own set (SPPO's iteration sets hold ~20k each).
+
+
+def round_source(d: DataConfig, round_: int) -> str:
+    """The source round n reads: the pool, or the list's (n-1)th entry (cycling with reuse_prompts)."""
+    if isinstance(d.train_prompts, str):
+        return d.train_prompts
+    k = len(d.train_prompts)
+    if round_ > k and not d.reuse_prompts:
+        raise DataError(f"data.train_prompts: a list of {k} per-round sources covers {_rounds(k)}; round {round_} "
+                        f"has no source of its own. Add a source to the list, or set data.reuse_prompts: true "
+                        f"to cycle through it")
+    return d.train_prompts[(round_ - 1) % k]
+
+
+def round_span(d: DataConfig, round_: int, size: int) -> tuple[int, int]:
+    """(first index, count) of round n's prompts in its source of `size` rows; indices wrap past the end."""
+    src = round_source(d, round_)
+    per = d.prompts_per_round
+    if size == 0:
+        raise DataError(f"data.train_prompts: {src!r} has no prompts (round {round_})")
+    if not isinstance(d.train_prompts, str):
+        return 0, min(per, size)
+    start = (round_ - 1) * per
+    if start + per > size and not d.reuse_prompts:
+        covered, left = size // per, max(size - start, 0)
+        short = f"would get only {left} fresh prompts of {per}" if left else "has no fresh prompts"
+        raise DataError(f"data.train_prompts: a pool of {size} prompts at data.prompts_per_round={per} covers "
+                        f"{_rounds(covered)}; round {round_} {short}. Use a larger pool or a list of per-round "
+                        f"sources, lower data.prompts_per_round, or set data.reuse_prompts: true to wrap around")
+    return start % size, min(per, size)
+
+
+def _rounds(k: int) -> str:
+    return "no full round" if k == 0 else "round 1" if k == 1 else f"rounds 1-{k}"
+
+
+def round_prompts(d: DataConfig, round_: int) -> list[PromptRow]:
+    """Round n's training prompts."""
+    rows = load_prompts(round_source(d, round_), split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
+    start, count = round_span(d, round_, len(rows))
+    return [rows[(start + i) % len(rows)] for i in range(count)]
+
+
+def check_rounds(cfg: Config, rounds: list[int]) -> None:
+    """Raise round_prompts' DataError for the first round without fresh prompts, before any stage runs.
+    Only counts: each needed source is loaded once."""
+    d, sizes = cfg.data, {}
+    for n in rounds:
+        src = round_source(d, n)
+        if src not in sizes:
+            sizes[src] = _source_size(src, d)
+        round_span(d, n, sizes[src])
+
+
+def _source_size(src: str, d: DataConfig) -> int:
+    # The builtin arena prompts are generated in code: counting them here avoids building the assets
+    # (which trains the tiny policy) in the driver; round 0's init stage builds them in an actor.
+    if src in ("builtin:arena/train", "builtin:arena/eval"):
+        from selfplay.assets import arena_prompts
+        return len(arena_prompts(src.split("/")[1]))
+    return len(load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column))

@@ -96,13 +96,16 @@ def run_update(job: TrainJob, *, rank: int, world: int, device: torch.device) ->
     from selfplay.algorithms import get_algorithm
     from selfplay.worker import Worker
 
+    from selfplay.memory import check_fits
+
     t0 = time.time()
+    check_fits("trainer", job.policy_path, job.cfg)   # in each worker, against the GPU it was given
     algo = get_algorithm(job.cfg.algorithm)
     steps = (algo.horizon or default_horizon)(job.pairs, job.cfg)
     w = Worker(job, rank=rank, world=world, device=device, total_steps=steps)
     result = (algo.update or default_update)(w, job)
     result.final_loss = result.loss_curve[-1] if result.loss_curve else float("nan")
-    result.updated_fraction, result.workers = w.updated_fraction(), world
+    (result.updated_fraction, result.saved_fraction), result.workers = w.updated_fraction(), world
     result.seconds = time.time() - t0
     return result
 

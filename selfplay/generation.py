@@ -72,11 +72,15 @@ def build_backend(name: str, path: str, **kw) -> Backend:
     return BACKENDS[name](path, **kw)
 
 
-def sample_checkpoint(path: str, cfg, requests: Sequence[Request], spec: SamplingSpec) -> tuple[list[list[Completion]], float]:
+def sample_checkpoint(path: str, cfg, requests: Sequence[Request], spec: SamplingSpec,
+                      resources=None) -> tuple[list[list[Completion]], float]:
     """One engine with cfg.generation's settings: load the checkpoint fresh (that is how new weights
     reach it), sample, release. Returns the completions and the load time in seconds. Per-request
-    seeds make the result independent of which engine a request lands on."""
+    seeds make the result independent of which engine a request lands on. `resources` are those of
+    the actor this runs in (default resources.generation): they decide the HF backend's device."""
     import time
+
+    from selfplay.devices import device_for
 
     g = cfg.generation
     if g.backend == "vllm":
@@ -84,7 +88,8 @@ def sample_checkpoint(path: str, cfg, requests: Sequence[Request], spec: Samplin
         check_fits("generation", path, cfg)
     t0 = time.time()
     backend = build_backend(g.backend, path, batch_size=g.batch_size, tensor_parallel_size=g.tensor_parallel_size,
-                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype)
+                            gpu_memory_utilization=g.gpu_memory_utilization, dtype=cfg.model.dtype,
+                            device=device_for(resources or cfg.resources.generation))
     load_s = time.time() - t0
     try:
         return backend.generate(requests, spec), load_s

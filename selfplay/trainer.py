@@ -32,6 +32,7 @@ class TrainResult:
     loss_curve: list[float] = field(default_factory=list)   # mean loss per epoch
     final_loss: float = float("nan")
     updated_fraction: float = float("nan")   # share of (sampled) trainable weights that changed in the round
+    saved_fraction: float = float("nan")     # ... and that still differ once rounded to the checkpoint's dtype
     workers: int = 1
 
 
@@ -139,11 +140,13 @@ class WeightProbe:
         step = max(1, flat.numel() // 4096)
         return flat[::step].float().cpu().clone()
 
-    def changed(self) -> tuple[int, int]:
-        """(changed, sampled) counts in this process."""
-        moved = total = 0
+    def changed(self, saved_dtype: torch.dtype = torch.float32) -> tuple[int, int, int]:
+        """(changed, changed once rounded to `saved_dtype`, sampled) counts in this process. The second
+        says how much of the round survives in a checkpoint saved in the compute dtype."""
+        moved = kept = total = 0
         for p, b in zip(self.params, self.before):
             now = self._sample(p)
             moved += int((now != b).sum())
+            kept += int((now.to(saved_dtype) != b.to(saved_dtype)).sum())
             total += now.numel()
-        return moved, total
+        return moved, kept, total

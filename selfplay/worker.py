@@ -96,13 +96,14 @@ class Worker:
             value = box[0]
         return value
 
-    def updated_fraction(self) -> float:
-        moved, total = self.probe.changed()
+    def updated_fraction(self) -> tuple[float, float]:
+        """Shares of sampled trainable weights changed since set-up: in the fp32 masters, and once
+        rounded to the compute dtype the checkpoint is saved in."""
+        t = torch.tensor(self.probe.changed(torch_dtype(self.cfg.model.dtype)), dtype=torch.float64)
         if self.world > 1:
-            t = torch.tensor([moved, total], dtype=torch.float64)
             dist.all_reduce(t)
-            moved, total = t.tolist()
-        return moved / max(total, 1)
+        moved, kept, total = t.tolist()
+        return moved / max(total, 1), kept / max(total, 1)
 
     def save(self, out: str | Path | None) -> None:
         """A plain HF checkpoint in the compute dtype (LoRA merged) that vLLM and the next round load.
@@ -117,8 +118,10 @@ class Worker:
         model = _hf_model(self.model)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        model.config.dtype = torch_dtype(self.cfg.model.dtype)   # loaders with dtype="auto" get the compute dtype
         model.save_pretrained(out, state_dict=state)
+        # save_pretrained records the live (fp32 master) dtype; loaders with dtype="auto" want the saved one
+        model.config.dtype = torch_dtype(self.cfg.model.dtype)
+        model.config.save_pretrained(out)
         self.tok.save_pretrained(out)
 
     # ------------------------------------------------------------ internals

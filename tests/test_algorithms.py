@@ -38,8 +38,8 @@ def ctx(round_=1, **loss):
 
 def test_registry_lists_every_algorithm():
     assert set(ALGORITHMS) == {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo"}
-    assert get_algorithm("egpo").train is not None
-    assert all(get_algorithm(n).train is None for n in ("sppo", "inpo", "dno", "apo", "dpo", "ipo"))
+    assert get_algorithm("egpo").update is not None
+    assert all(get_algorithm(n).update is None for n in ("sppo", "inpo", "dno", "apo", "dpo", "ipo"))
     assert get_algorithm("inpo").references == ("initial", "previous")
     assert get_algorithm("apo").references == ("previous", "previous2")
     assert get_algorithm("egpo").references == ("initial",)

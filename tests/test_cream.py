@@ -230,3 +230,7 @@ def test_config_validates_consistency_mode():
     assert load_config(None, ["judge.name=cream", "judge.consistency=mean"]).judge.consistency == "mean"
     with pytest.raises(ConfigError, match="judge.consistency"):
         load_config(None, ["judge.consistency=spearman"])
+    with pytest.raises(ConfigError, match="^eval_judge.consistency"):
+        load_config(None, ["eval_judge.name=cream", "eval_judge.consistency=spearman"])
+    with pytest.raises(ConfigError, match="^judge.num_actors"):   # a dataset mean cannot be split over actors
+        load_config(None, ["judge.name=cream", "judge.consistency=mean", "judge.num_actors=2"])

@@ -365,6 +365,10 @@ def test_local_scorer_batching_and_padding_do_not_change_log_probs(arena_policy)
 def test_config_requires_a_model_or_endpoint_for_the_llm_judge():
     with pytest.raises(ConfigError, match="judge.model"):
         load_config(None, ["judge.name=llm"])
+    with pytest.raises(ConfigError, match="^judge.model"):    # an endpoint needs the name of the model it serves
+        load_config(None, ["judge.name=llm", "judge.endpoint=http://127.0.0.1:1/v1"])
+    with pytest.raises(ConfigError, match="^eval_judge.model"):
+        load_config(None, ["eval_judge.name=llm"])
     cfg = load_config(None, ["judge.name=llm", "judge.endpoint=http://127.0.0.1:1/v1", "judge.model=m",
                              "judge.timeout_s=5", "judge.api_key_env=MY_KEY"])
     assert cfg.judge.timeout_s == 5.0 and cfg.judge.api_key_env == "MY_KEY"

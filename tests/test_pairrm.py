@@ -153,3 +153,42 @@ def test_cpu_batches_are_capped_by_tokens_and_keep_the_order():
     assert _batches(list(range(6)), lengths, 32, 1000) == [[0, 1, 2], [3], [4], [5]]   # 3×300 ≤ 1000 < 2×600
     assert _batches(list(range(6)), lengths, 2, None) == [[0, 1], [2, 3], [4, 5]]
     assert sum(_batches([5, 0, 3], lengths, 32, 10), []) == [5, 0, 3]                 # every row, in order
+
+
+# ---------------------------------------------------------------------------------------------
+# Config: the eval_judge: section, checked up front and used by the evaluation
+# ---------------------------------------------------------------------------------------------
+
+def test_the_eval_judge_is_built_from_eval_judge(tiny, tmp_path, monkeypatch):
+    """judge: PairRM (sppo, the hub model) trains; eval_judge: PairRM (pairwise, the tiny local one) evaluates."""
+    import judges.registry
+    from judges.registry import JudgeContext
+    from pipelines.evaluate import versus_all
+    from selfplay.config import load_config
+
+    built, real = [], judges.registry.build_judge
+    monkeypatch.setattr(judges.registry, "build_judge",
+                        lambda name, cfg, ctx: built.append(real(name, cfg, ctx)) or built[-1])
+    cfg = load_config(None, ["judge.name=pairrm", "judge.aggregation=sppo", "eval_judge.name=pairrm",
+                             "eval_judge.aggregation=pairwise", f"eval_judge.model={tiny['hf']}"])
+    assert versus_all(str(tmp_path), 0, tmp_path, cfg, JudgeContext()) == {}   # round 0: nothing to compare
+    (j,) = built
+    assert isinstance(j, PairRMJudge) and j.aggregation == "pairwise"
+
+
+@pytest.mark.parametrize("section", ["judge", "eval_judge"])
+def test_config_refuses_a_bogus_aggregation_in_either_section(section):
+    from selfplay.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=rf"^{section}\.aggregation: sppo or pairwise, got 'bogus'"):
+        load_config(None, ["judge.name=pairrm", f"{section}.aggregation=bogus"])
+
+
+def test_an_absent_eval_judge_copies_judge_overrides_included(tmp_path):
+    from selfplay.config import load_config
+    f = tmp_path / "c.yaml"
+    f.write_text("judge:\n  name: oracle\n  aggregation: pairwise\n")
+    cfg = load_config(f, ["judge.name=pairrm"])
+    assert cfg.eval_judge.name == "pairrm" and cfg.eval_judge == cfg.judge
+    f.write_text("judge:\n  name: pairrm\n  aggregation: pairwise\neval_judge:\n  name: oracle\n")
+    cfg = load_config(f)
+    assert cfg.eval_judge.name == "oracle" and cfg.eval_judge.aggregation == "sppo"   # its own section: not merged

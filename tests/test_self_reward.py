@@ -158,3 +158,7 @@ def test_config_validates_score_mode_and_samples():
         load_config(None, ["judge.samples=0"])
     with pytest.raises(ConfigError, match="judge.temperature"):
         load_config(None, ["judge.temperature=0"])
+    with pytest.raises(ConfigError, match="^eval_judge.score_mode"):
+        load_config(None, ["eval_judge.score_mode=vote"])
+    with pytest.raises(ConfigError, match="^eval_judge.temperature"):
+        load_config(None, ["eval_judge.name=self_reward", "eval_judge.temperature=.nan"])
