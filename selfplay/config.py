@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -241,6 +242,12 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def to_yaml(cfg: Config) -> str:
+    """The resolved config (every key, overrides applied) as YAML that load_config reads back."""
+    plain = json.loads(json.dumps(to_dict(cfg)))   # tuples → lists: plain YAML, no Python tags
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, width=100)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -277,6 +284,7 @@ def validate(cfg: Config) -> None:
     _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
+    _check_settings_take_effect(cfg, ALGORITHMS[cfg.algorithm])
     _check(d.reuse_prompts or isinstance(d.train_prompts, str) or len(set(d.train_prompts)) == len(d.train_prompts),
            "data.train_prompts: the per-round list names a source twice; set data.reuse_prompts: true to allow it")
     m = cfg.model
@@ -295,6 +303,26 @@ def validate(cfg: Config) -> None:
         _check_source(src, "data.train_prompts" + ("" if isinstance(d.train_prompts, str) else f"[{i}]"))
     _check_source(d.eval_prompts, "data.eval_prompts")
     _check_source(cfg.model.policy, "model.policy")
+
+
+def _check_settings_take_effect(cfg: Config, algo) -> None:
+    """Refuse values that no code path of this config would read (they would be silently ignored)."""
+    defaults = LossConfig()
+    for f in dataclasses.fields(LossConfig):
+        value = getattr(cfg.loss, f.name)
+        used = f.name == "average_logprobs" or f.name in algo.loss_keys
+        _check(used or value == getattr(defaults, f.name),
+               f"loss.{f.name}={value!r} has no effect with algorithm {cfg.algorithm} (it reads loss."
+               f"{', loss.'.join(algo.loss_keys)} and loss.average_logprobs); remove it")
+    t, g = cfg.train, cfg.generation
+    _check(t.strategy != "fsdp_offload" or cfg.resources.trainer.num_gpus > 0,
+           "train.strategy=fsdp_offload moves shards between host and GPU memory; it needs "
+           "resources.trainer.num_gpus > 0 (use fsdp or ddp on CPU)")
+    _check(g.tensor_parallel_size == 1 or g.backend != "hf",
+           f"generation.tensor_parallel_size={g.tensor_parallel_size} needs the vllm backend (hf generates on one device)")
+    _check(g.tensor_parallel_size <= max(1, cfg.resources.generation.num_gpus),
+           f"generation.tensor_parallel_size={g.tensor_parallel_size} needs as many GPUs per engine: set "
+           f"resources.generation.num_gpus to {g.tensor_parallel_size}")
 
 
 def _check_judge(j: JudgeConfig, where: str, judges, backends) -> None:

@@ -106,6 +106,7 @@ def run_update(job: TrainJob, *, rank: int, world: int, device: torch.device) ->
     result = (algo.update or default_update)(w, job)
     result.final_loss = result.loss_curve[-1] if result.loss_curve else float("nan")
     (result.updated_fraction, result.saved_fraction), result.workers = w.updated_fraction(), world
+    result.step_log = w.step_log
     result.seconds = time.time() - t0
     return result
 

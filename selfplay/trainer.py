@@ -34,6 +34,7 @@ class TrainResult:
     updated_fraction: float = float("nan")   # share of (sampled) trainable weights that changed in the round
     saved_fraction: float = float("nan")     # ... and that still differ once rounded to the checkpoint's dtype
     workers: int = 1
+    step_log: list[dict] = field(default_factory=list)   # one record per optimizer step (rank 0's view)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -74,8 +75,10 @@ def make_optimizer(model, cfg, total_steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> torch.Tensor:
-    """Mean loss of the pairs at `idx`: chosen and rejected scored in one forward pass."""
+def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss of the pairs at `idx` (chosen and rejected scored in one forward pass), and the sums
+    [chosen log-ratio, rejected log-ratio, correctly ordered, count] against the algorithm's first
+    reference, for the per-step log (log-ratio = log π_θ − log π_ref, DPO's implicit reward / β)."""
     from selfplay.algorithms import PairTensors
     from selfplay.logprobs import sequence_logprobs
 
@@ -92,7 +95,12 @@ def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> torch.Tensor:
                     chosen_winrate=torch.tensor([p.chosen_winrate for p in sel], device=dev),
                     rejected_winrate=torch.tensor([p.rejected_winrate for p in sel], device=dev),
                     target=torch.tensor([p.target for p in sel], device=dev))
-    return algo.loss(t, cfg.loss).mean()
+    loss = algo.loss(t, cfg.loss).mean()
+    with torch.no_grad():
+        ref_c, ref_r = t.refs[algo.references[0]]
+        rc, rr = t.policy_chosen.detach() - ref_c, t.policy_rejected.detach() - ref_r
+        sums = torch.stack([rc.sum(), rr.sum(), (rc > rr).float().sum(), torch.tensor(float(n), device=dev)])
+    return loss, sums
 
 
 def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step: Callable[[list[int]], float], *,

@@ -48,6 +48,8 @@ class Worker:
         self.opt, self.sched = make_optimizer(self.model, self.cfg.train, total_steps)
         self.algo = get_algorithm(self.cfg.algorithm)
         self.probe = WeightProbe(self.model)
+        self.step_log: list[dict] = []   # per optimizer step: loss, lr, grad norm, log-ratios, accuracy
+        self._phase = "train"
 
     # ------------------------------------------------------------ the operations updates are made of
 
@@ -71,6 +73,7 @@ class Worker:
 
     def epochs(self, pairs, refs, result: TrainResult, rng: random.Random, desc: str = "train") -> None:
         self.model.train()
+        self._phase = desc
         run_epochs(len(pairs), self.cfg, rng, result, lambda batch: self._step(pairs, refs, batch),
                    desc=f"{desc}[{self.world}]" if self.world > 1 else desc, show_bar=self.rank == 0)
         self.model.eval()
@@ -134,15 +137,23 @@ class Worker:
         mine = shard(batch, self.rank, self.world)
         # An empty shard still runs a forward/backward (weight 0) so every worker joins the gradient sync.
         idx, frac = (mine, len(mine) / len(batch)) if mine else (batch[:1], 0.0)
-        loss = batch_loss(self.model, self.tok, self.algo, pairs, idx, refs, self.cfg)
-        total = _all_reduce_sum(loss.detach().float() * frac, self.device)  # the single worker's batch mean
+        loss, sums = batch_loss(self.model, self.tok, self.algo, pairs, idx, refs, self.cfg)
+        # one all-reduce for the loss (the single worker's batch mean) and the step's statistics
+        packed = torch.cat([(loss.detach().float() * frac).reshape(1), sums.float() * (frac > 0)])
+        packed = _all_reduce(packed, self.device)
+        total = float(packed[0])
         if not math.isfinite(total):
             return total
+        lr = self.sched.get_last_lr()[0]
         self.opt.zero_grad(set_to_none=True)
         (loss * (frac * self.world)).backward()  # gradient averaging divides by world again
-        torch.nn.utils.clip_grad_norm_(self.probe.params, self.cfg.train.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.probe.params, self.cfg.train.max_grad_norm)
         self.opt.step()
         self.sched.step()
+        c, r, right, count = packed[1:].tolist()
+        self.step_log.append({"step": len(self.step_log) + 1, "phase": self._phase, "loss": total, "lr": lr,
+                              "grad_norm": float(norm), "chosen_logratio": c / count, "rejected_logratio": r / count,
+                              "margin": (c - r) / count, "accuracy": right / count})
         return total
 
     def _score(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,11 +184,12 @@ def shard(batch: list[int], rank: int, world: int) -> list[int]:
     return batch[start:start + q + (rank < r)]
 
 
-def _all_reduce_sum(x: torch.Tensor, device) -> float:
+def _all_reduce(x: torch.Tensor, device) -> torch.Tensor:
+    """Sum over workers (a no-op with one), returned on CPU."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         x = x.to(device)
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return float(x.item())
+    return x.cpu()
 
 
 def _gather_strided(local: torch.Tensor, n: int, world: int, device) -> torch.Tensor:

@@ -28,6 +28,15 @@ def test_defaults_and_overrides_are_typed():
     (["data.train_prompts=./missing/prompts.jsonl"], "data.train_prompts: file not found"),
     (["generation.top_p=1.5"], "generation.top_p"),
     (["train"], "must look like key.sub=value"),
+    # settings that no code path of the config would read are refused, not ignored
+    (["loss.tau=0.5"], "loss.tau=0.5 has no effect with algorithm sppo"),
+    (["algorithm=dpo", "loss.dno_margin=0.2"], "loss.dno_margin=0.2 has no effect with algorithm dpo"),
+    (["algorithm=egpo", "loss.eta=3"], "loss.eta=3.0 has no effect with algorithm egpo"),
+    (["generation.tensor_parallel_size=2"], "needs the vllm backend"),
+    (["train.strategy=fsdp_offload"], "fsdp_offload moves shards"),
+    (["model.dtype=float64"], "model.dtype: float32, bfloat16 or float16"),
+    (["data.train_prompts=[]"], "data.train_prompts: expected a non-empty list"),
+    (["resources.gpu_memory_gb=0"], "resources.gpu_memory_gb: must be positive"),
 ])
 def test_bad_values_give_one_clear_message(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -87,3 +96,28 @@ def test_paper_configs_carry_the_papers_setup(name):
         assert (cfg.train.lora_rank, cfg.train.lora_alpha) == (256, 512)
     if algo == "inpo":   # τ = η/3
         assert cfg.loss.tau == pytest.approx(cfg.loss.eta / 3, rel=1e-4)
+
+
+def test_print_config_prints_the_resolved_config_that_loads_back(tmp_path, capsys):
+    from pipelines.round import main
+    from selfplay.config import to_dict
+    cfg_file = ROOT / "configs/paper/sppo_mistral7b_pairrm.yaml"
+    assert main(["--print-config", "--config", str(cfg_file), "train.lr=1e-6", "judge.batch_size=8"]) == 0
+    out = tmp_path / "resolved.yaml"
+    out.write_text(capsys.readouterr().out)
+    again = load_config(out)
+    assert to_dict(again) == to_dict(load_config(cfg_file, ["train.lr=1e-6", "judge.batch_size=8"]))
+    assert again.train.lr == 1e-6 and again.data.train_prompts[2].endswith("iter3")
+
+
+def test_help_lists_plugins_and_make_help_lists_targets(capsys):
+    import subprocess
+
+    from pipelines.round import main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "egpo" in text and "pairrm" in text and "vllm" in text and "--print-config" in text
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    for target in ("iterate", "plan", "test", "dashboard", "submit", "help"):
+        assert any(line.split()[:1] == [target] for line in out.splitlines()), target

@@ -70,6 +70,11 @@ def test_one_worker_runs_in_process_and_is_deterministic(tiny_policy, tmp_path):
     assert a.loss_curve == b.loss_curve and a.steps == b.steps == 2
     assert _max_diff(_weights(tmp_path / "a"), _weights(tmp_path / "b")) == 0.0
     assert _max_diff(_weights(tmp_path / "a"), _weights(Path(tiny_policy))) > 1e-4
+    # The per-step log: before the first step the policy is its own reference, so both log-ratios are 0.
+    first, second = a.step_log
+    assert first["chosen_logratio"] == first["rejected_logratio"] == 0.0 and first["lr"] == cfg.train.lr
+    assert second["margin"] == pytest.approx(second["chosen_logratio"] - second["rejected_logratio"])
+    assert second["margin"] != 0.0 and 0.0 <= second["accuracy"] <= 1.0 and second["grad_norm"] > 0
 
 
 def test_lora_merges_into_a_plain_checkpoint(tiny_policy, tmp_path):
@@ -115,6 +120,8 @@ def test_two_workers_match_one(strategy, ray_local, tiny_policy, single, tmp_pat
                                    _cfg(tiny_policy, workers=2, strategy=strategy), seed=3)
     ref_out, ref = single
     assert res.steps == ref.steps == 2 and res.pairs == 7 and res.workers == 2
+    for mine, theirs in zip(res.step_log, ref.step_log):   # the log describes the global batch, not a shard
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-7)
     assert res.loss_curve == pytest.approx(ref.loss_curve, rel=1e-6)
     base, a, b = _weights(Path(tiny_policy)), _weights(ref_out), _weights(out)
     assert _max_diff(a, base) > 1e-4          # the steps did move the weights ...

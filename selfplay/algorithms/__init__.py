@@ -40,6 +40,9 @@ class Algorithm:
     paper: str
     references: tuple[str, ...]        # "previous" (π_t), "initial" (π_ref), "previous2" (π_{t-1})
     make_pairs: Callable[[list[JudgedPrompt], PairContext], list[PreferencePair]]
+    # The loss section's keys this algorithm reads (loss.average_logprobs is read by all); any other
+    # loss key set away from its default would be silently ignored, so the config refuses it.
+    loss_keys: tuple[str, ...]
     loss: Callable[[PairTensors, object], torch.Tensor]   # (tensors, LossConfig) -> [B]
     # A round whose update is not "reference log-probs, then epochs of the loss, then save" (EGPO's
     # extragradient) supplies it: update(worker, job) -> TrainResult, built from the operations of

@@ -37,5 +37,6 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
                      cfg.eta)
 
 
-ALGORITHMS = [Algorithm(name="apo", paper="arXiv 2410.06293 (unverified reconstruction)",
+ALGORITHMS = [Algorithm(name="apo", loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"),
+                        paper="arXiv 2410.06293 (unverified reconstruction)",
                         references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss)]

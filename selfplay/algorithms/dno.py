@@ -82,5 +82,6 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return dno_loss(t.policy_chosen, t.policy_rejected, prev_c, prev_r, cfg.beta, target=t.target)
 
 
-ALGORITHMS = [Algorithm(name="dno", paper="arXiv 2404.03715", references=("previous",),
+ALGORITHMS = [Algorithm(name="dno", loss_keys=("beta", "dno_margin", "dno_replay"),
+                        paper="arXiv 2404.03715", references=("previous",),
                         make_pairs=make_pairs, loss=_loss)]

@@ -30,8 +30,9 @@ def _ipo(t: PairTensors, cfg) -> "torch.Tensor":
     return ipo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta)
 
 
-DPO = Algorithm(name="dpo", paper="arXiv 2305.18290 (iterative)", references=("previous",),
+DPO = Algorithm(name="dpo", loss_keys=("beta", "label_smoothing"),
+                paper="arXiv 2305.18290 (iterative)", references=("previous",),
                 make_pairs=best_worst_pairs, loss=_dpo)
-IPO = Algorithm(name="ipo", paper="arXiv 2310.12036 (iterative)", references=("previous",),
+IPO = Algorithm(name="ipo", loss_keys=("beta",), paper="arXiv 2310.12036 (iterative)", references=("previous",),
                 make_pairs=best_worst_pairs, loss=_ipo)
 ALGORITHMS = [DPO, IPO]

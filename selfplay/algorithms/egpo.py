@@ -105,5 +105,5 @@ def update(w, job):
     return result
 
 
-ALGORITHMS = [Algorithm(name="egpo", paper="arXiv 2503.08942", references=("initial",),
+ALGORITHMS = [Algorithm(name="egpo", loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",),
                         make_pairs=make_pairs, loss=_loss, update=update, horizon=horizon)]

@@ -89,5 +89,6 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return inpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, prev_c, prev_r, cfg.eta, cfg.tau)
 
 
-ALGORITHMS = [Algorithm(name="inpo", paper="arXiv 2407.00617", references=("initial", "previous"),
+ALGORITHMS = [Algorithm(name="inpo", loss_keys=("eta", "tau"),
+                        paper="arXiv 2407.00617", references=("initial", "previous"),
                         make_pairs=make_pairs, loss=_loss)]

@@ -42,5 +42,5 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return sppo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, t.chosen_winrate, t.rejected_winrate, cfg.eta)
 
 
-ALGORITHM = Algorithm(name="sppo", paper="arXiv 2405.00675", references=("previous",),
+ALGORITHM = Algorithm(name="sppo", loss_keys=("eta",), paper="arXiv 2405.00675", references=("previous",),
                       make_pairs=best_worst_pairs, loss=_loss)
