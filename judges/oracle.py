@@ -1,11 +1,18 @@
-"""The oracle judge: the synthetic arena's exact preference (rules in selfplay/arena.py)."""
+"""The oracle judge: the synthetic arena's exact preference (rules in selfplay/arena.py).
+
+Besides P(a ≻ b) it gives each response an absolute score, the arena's transitive quality q(y)
+(selfplay.arena.assess(prompt, y).quality: +1 per distinct on-topic word, −1 per off-topic word,
+−0.5 per repeat; the intransitive style term has no absolute score). The judge stage stores it as
+JudgedPrompt.scores, which is what lets DNO's score-based pair rule (a chosen response that scores
+well, a rejected one that scores a margin lower) run in the arena as it runs on an LLM rubric.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-from selfplay.arena import oracle_probability
+from selfplay.arena import assess, oracle_probability
 
 
 class OracleJudge:
@@ -15,3 +22,11 @@ class OracleJudge:
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         return np.array([oracle_probability(p, x, y) for p, x, y in zip(prompts, a, b)], dtype=np.float64)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The arena quality q(response) per (prompt, response)."""
+        return np.array([assess(p, r).quality for p, r in zip(prompts, responses)], dtype=np.float64)
+
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per prompt, the quality of each of its responses."""
+        return [self.score([p] * len(rs), list(rs)) for p, rs in zip(prompts, responses)]

@@ -69,6 +69,16 @@ def _cream(cfg, ctx: JudgeContext) -> Judge:
     return build_cream_judge(cfg, ctx)
 
 
+def _pair_pm(cfg, ctx: JudgeContext) -> Judge:
+    from judges.pair_pm import build_pair_pm_judge
+    return build_pair_pm_judge(cfg, ctx)
+
+
+def _pair_classifier(cfg, ctx: JudgeContext) -> Judge:
+    from judges.pair_classifier import build_pair_classifier_judge
+    return build_pair_classifier_judge(cfg, ctx)
+
+
 # -- checks: each yields "key: problem" for its section ---------------------------------------------
 
 # Field values every judge section must hold, whichever judge it names: a bogus value is refused even
@@ -82,6 +92,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("temperature", lambda v: 0 < v <= 10, "must be in (0, 10]"),    # NaN fails too
     ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("timeout_s", lambda v: v > 0, "must be positive"),
+    ("mode", lambda v: v in ("pairwise", "rubric"), "pairwise or rubric"),
 )
 
 
@@ -92,6 +103,24 @@ def _no_check(cfg) -> Iterator[str]:
 def _check_llm(cfg) -> Iterator[str]:
     if not cfg.model:   # with an endpoint, the name of the model it serves
         yield "model: the llm judge needs a local checkpoint, or with endpoint set the served model's name"
+    if cfg.mode == "rubric" and not cfg.endpoint:
+        yield ("endpoint: judge.mode=rubric (DNO's annotation prompt: a written justification and score per "
+               "candidate) needs an OpenAI-compatible endpoint; a local checkpoint is read one verdict token at a time")
+
+
+def _check_local_model(cfg) -> Iterator[str]:
+    """pair_pm / pair_classifier: a local model (a checkpoint path or hub id) run with transformers."""
+    import os
+    import re
+    if not cfg.model:
+        yield f"model: the {cfg.name} judge needs a checkpoint path or hub id"
+    elif not os.path.isdir(cfg.model) and (cfg.model.startswith((".", "/", "~"))
+                                           or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", cfg.model)):
+        yield f"model: {cfg.model!r} is neither a checkpoint directory nor a hub id (org/name)"
+    if cfg.endpoint:
+        yield f"endpoint: the {cfg.name} judge runs its model locally; endpoint is for the llm judge"
+    if cfg.backend == "vllm":   # auto resolves to hf for these judges
+        yield f"backend: the {cfg.name} judge runs on transformers (hf or auto), got {cfg.backend!r}"
 
 
 def _check_cream(cfg) -> Iterator[str]:
@@ -103,14 +132,20 @@ def _check_cream(cfg) -> Iterator[str]:
 class JudgeSpec:
     build: Callable[[Any, JudgeContext], Judge]
     check: Callable[[Any], Iterator[str]] = _no_check   # this judge's own needs, beyond _FIELDS
+    modes: tuple[str, ...] = ("pairwise",)               # the judge.mode values it has
+    # Whether the judge built from a section gives each response an absolute score (score / score_groups,
+    # stored as JudgedPrompt.scores): DNO's pair rule needs them.
+    scores: Callable[[Any], bool] = lambda cfg: False
 
 
 JUDGES: dict[str, JudgeSpec] = {
-    "oracle": JudgeSpec(_oracle),
+    "oracle": JudgeSpec(_oracle, scores=lambda cfg: True),           # the arena's quality q(y)
     "pairrm": JudgeSpec(_pairrm),
-    "llm": JudgeSpec(_llm, _check_llm),
+    "llm": JudgeSpec(_llm, _check_llm, modes=("pairwise", "rubric"), scores=lambda cfg: cfg.mode == "rubric"),
     "self_reward": JudgeSpec(_self_reward),
     "cream": JudgeSpec(_cream, _check_cream),
+    "pair_pm": JudgeSpec(_pair_pm, _check_local_model),
+    "pair_classifier": JudgeSpec(_pair_classifier, _check_local_model),
 }
 
 
@@ -118,9 +153,17 @@ def check_judge_config(cfg, where: str = "judge") -> None:
     """Raise ValueError naming `where`.<key> for the first value the named judge cannot honour."""
     spec = JUDGES.get(cfg.name)   # an unknown name is reported by selfplay.config itself
     problems = [f"{key}: {rule}, got {getattr(cfg, key)!r}" for key, ok, rule in _FIELDS if not ok(getattr(cfg, key))]
+    if spec and cfg.mode not in spec.modes:
+        problems.append(f"mode: the {cfg.name} judge has no {cfg.mode!r} mode (it has {', '.join(spec.modes)})")
     problems += list(spec.check(cfg)) if spec else []
     if problems:
         raise ValueError(f"{where}.{problems[0]}")
+
+
+def judge_scores(cfg) -> bool:
+    """Whether the judge this section names gives absolute per-response scores (JudgeSpec.scores)."""
+    spec = JUDGES.get(cfg.name)
+    return bool(spec and spec.scores(cfg))
 
 
 def build_judge(name: str, cfg, ctx: JudgeContext = JudgeContext()) -> Judge:

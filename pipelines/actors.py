@@ -6,6 +6,7 @@ its memory before the next starts.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -20,9 +21,19 @@ import ray  # noqa: E402
 
 
 class StageActor:
-    """Runs one stage function; reports the peak memory it saw (RSS, and GPU where present)."""
+    """Runs one stage function; reports the peak memory it saw (RSS, and GPU where present).
 
-    def run(self, fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    With a `log_file`, everything the stage prints goes there (see selfplay/progress.to_log); the
+    fds are restored when the stage ends, though the actor itself ends with the stage anyway."""
+
+    def run(self, fn: Callable, args: tuple, kwargs: dict, log_file: str | None = None) -> tuple[Any, dict]:
+        from selfplay.progress import stage_logging, to_log
+
+        with to_log(log_file), stage_logging():
+            return self._run(fn, args, kwargs)
+
+    @staticmethod
+    def _run(fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         import resource
 
         import torch
@@ -36,18 +47,21 @@ class StageActor:
 
 
 @contextmanager
-def ray_session(max_cpus_needed: float = 1) -> Iterator[None]:
-    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else start Ray locally."""
+def ray_session(max_cpus_needed: float = 1, verbose: bool = False) -> Iterator[None]:
+    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else start Ray locally.
+
+    Unless verbose, Ray neither echoes the workers' output (the stages write it to their logs) nor
+    announces itself."""
     if ray.is_initialized():
         yield
         return
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
     else:
         tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(max_cpus_needed + 0.999)),
-                 include_dashboard=False, _temp_dir=tmp, log_to_driver=True,
-                 runtime_env={"env_vars": _worker_env()})
+                 include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
     try:
         yield
     finally:
@@ -60,29 +74,36 @@ def _worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
-def run_in_actor(role: str, resources, fn: Callable, *args, **kwargs) -> tuple[Any, dict]:
-    """Start a `role` actor with `resources` (ActorResources), run `fn` in it, end the actor."""
+def run_in_actor(role: str, resources, fn: Callable, *args, log_file: str | None = None, **kwargs) -> tuple[Any, dict]:
+    """Start a `role` actor with `resources` (ActorResources), run `fn` in it, end the actor.
+    `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v)."""
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
         # Ray would pin torch to num_cpus threads; the actor owns those cores, so say so explicitly.
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
     actor = ray.remote(**opts)(StageActor).options(name=None).remote()
     try:
-        return ray.get(actor.run.remote(fn, args, kwargs))
+        return ray.get(actor.run.remote(fn, args, kwargs, log_file))
     finally:
         ray.kill(actor)
 
 
-def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeout_s: float = 600) -> list[Any]:
+def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeout_s: float = 600, *,
+                  log_file: str | None = None) -> list[Any]:
     """Run fn(*args) for each args in `calls`, each in its own `role` actor, concurrently; results in order.
 
     Data parallelism for a stage: the caller (a coordinator actor holding no resources) fans its
     shards out. The actors are gang-scheduled in one placement group (one bundle of `resources`
     each, spread over nodes where possible), so either all engines start or the stage says which
     resources the cluster lacks, instead of half the engines waiting forever.
+
+    Actor i writes to part_log(log_file, i) (generate.log -> generate.0.log, ...); by default
+    log_file is the calling stage's own log, so a stage's fan-out lands next to it.
     """
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from selfplay.progress import STAGE_LOG, part_log
 
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
@@ -98,7 +119,9 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
         for i in range(len(calls)):
             strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i) if pg else "DEFAULT"
             actors.append(ray.remote(**opts)(StageActor).options(scheduling_strategy=strategy).remote())
-        return [r for r, _ in ray.get([a.run.remote(fn, args, {}) for a, args in zip(actors, calls)])]
+        log_file = log_file or os.environ.get(STAGE_LOG)
+        logs = [part_log(log_file, i) if log_file else None for i in range(len(calls))]
+        return [r for r, _ in ray.get([a.run.remote(fn, args, {}, lg) for a, args, lg in zip(actors, calls, logs)])]
     finally:
         for a in actors:
             ray.kill(a)

@@ -51,6 +51,8 @@ def compare_rounds(new_dir: Path, old_dir: Path, judge, cfg: Config) -> dict:
     summary = st.winrate_summary(per_pair, method=cfg.eval.ci_method).to_dict()
     ok = ~np.isnan(per_pair)
     summary["lc"] = float(st.length_controlled_winrate(per_pair[ok], len_new[ok], len_old[ok]))
+    # over prompts, like the raw interval: rows of per_pair are prompts, the fit drops abstentions itself
+    summary["lc_ci_low"], summary["lc_ci_high"] = st.length_controlled_interval(per_pair, len_new, len_old)
     summary["judge"] = judge.name
     summary["judge_stats"] = js.summary()
     return summary
@@ -72,7 +74,7 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     else:
         versus = versus_all(*args)
     (out / "versus.json").write_text(json.dumps(versus, indent=1))
-    export_alpaca_eval(out / "generations", f"round_{n}", out / "alpaca_eval.json")
+    export_alpaca_eval(out / "generations", cfg, n, out)
     round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),
                                                   "evaluate": round(time.time() - t0, 2)}}
     metrics = assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out)
@@ -92,11 +94,24 @@ def finite_json(x):
     return x
 
 
-def export_alpaca_eval(generations: Path, generator: str, out: Path) -> None:
-    """AlpacaEval's input format, first sample per prompt, for the official evaluator."""
+def alpaca_generator(run_dir: str, n: int) -> str:
+    """`<run name>/round_<n>`: AlpacaEval caches annotations and leaderboard rows by generator name,
+    so every run needs its own (the run name is the run directory's basename)."""
+    return f"{Path(run_dir).resolve().name}/round_{n}"
+
+
+def export_alpaca_eval(generations: Path, cfg: Config, n: int, out: Path) -> None:
+    """out/alpaca_eval.json in AlpacaEval's model-outputs format (instruction, output, generator), the
+    first eval sample per prompt, for the official evaluator; and out/alpaca_eval_decoding.json,
+    how those outputs were sampled (AlpacaEval's rows carry no decoding settings)."""
+    generator = alpaca_generator(cfg.run_dir, n)
     rows = [{"instruction": p, "output": rs[0]["response"], "generator": generator}
             for _, p, rs in group_generations(generations)]
-    out.write_text(json.dumps(rows, indent=1))
+    (out / "alpaca_eval.json").write_text(json.dumps(rows, indent=1))
+    decoding = {"generator": generator, "round": n, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p,
+                "max_new_tokens": cfg.generation.max_new_tokens, "samples_per_prompt": cfg.eval.samples_per_prompt,
+                "exported_sample": 0, "seed": cfg.seed, "backend": cfg.generation.backend}
+    (out / "alpaca_eval_decoding.json").write_text(json.dumps(decoding, indent=1))
 
 
 def winrate_matrix(run_dir: str, n: int, versus_now: dict) -> np.ndarray:

@@ -73,7 +73,13 @@ def build_plan(cfg: Config, n: int, config: str = "") -> Plan:
     gpu = cfg.resources.gpu_memory_gb * GIB
     stages = []
     if n == 1:   # round 1 also makes round 0: the initial policy and its eval samples
-        stages += [_init_stage(cfg), _generation_stage("eval r0", cfg, facts, gpu, _eval_prompts(cfg))]
+        stages += [_init_stage(cfg)]
+        if cfg.init.sft_data:   # the SFT stage trains like a round's train stage: same trainer, same memory
+            import dataclasses
+            sft = _train_stage(cfg, facts, gpu, 1)
+            stages.append(dataclasses.replace(sft, stage="sft", references=(),
+                                              prompts=f"{cfg.init.sft_data} ×{cfg.init.epochs} epochs, lr {cfg.init.lr:g}"))
+        stages.append(_generation_stage("eval r0", cfg, facts, gpu, _eval_prompts(cfg)))
     prompts, data_problem = _train_prompts(cfg, n)
     gen = _generation_stage("generate", cfg, facts, gpu, prompts)
     stages += [gen if not data_problem else _with_problem(gen, data_problem),
@@ -104,8 +110,9 @@ def _short(dtype: str) -> str:
 
 def _init_stage(cfg: Config) -> StagePlan:
     # stages.init_policy loads and saves on the host whatever the actor holds: no GPU memory
+    where = "round 0 base (M0)" if cfg.init.sft_data else "round 0"
     return StagePlan("init", "trainer", 1, cfg.resources.trainer, "cpu", memory=Memory(0.0),
-                     prompts=f"round 0 = {cfg.model.policy}")
+                     prompts=f"{where} = {cfg.model.policy}")
 
 
 def _eval_prompts(cfg: Config) -> str:

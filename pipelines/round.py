@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from pipelines.layout import round_paths
 from selfplay.artifacts import Manifest, atomic_dir, hash_dir, read_manifest, stable_hash
@@ -25,8 +26,10 @@ class RoundError(RuntimeError):
 
 def run_stage(name: str, out: Path, cfg_part, inputs: dict[str, Path], role: str, resources,
               fn: Callable, *args, round_: int, **kwargs) -> Manifest:
-    """Skip `name` if its manifest key matches, else run fn(*args, out=tmp) in an actor and commit."""
+    """Skip `name` if its manifest key matches, else run fn(*args, out=tmp) in an actor and commit.
+    The actor's output goes to stage_log(round_, name), unless -v streams it."""
     from pipelines.actors import run_in_actor
+    from selfplay.progress import live_bar
 
     input_hashes = {k: read_manifest(p).output_hash for k, p in inputs.items()}
     key = stable_hash({"stage": name, "round": round_, "config": cfg_part, "inputs": input_hashes})
@@ -34,19 +37,41 @@ def run_stage(name: str, out: Path, cfg_part, inputs: dict[str, Path], role: str
     if done is not None and done.key == key:
         log.info("round %d %-11s skipped (manifest matches)", round_, name)
         return done
-    t0 = time.time()
+    t0, log_file = time.time(), stage_log(round_, name)
     with atomic_dir(out) as tmp:
         try:
-            info, mem = run_in_actor(role, resources, fn, *args, out=tmp, **kwargs)
+            with live_bar(f"round {round_} {name}"):
+                info, mem = run_in_actor(role, resources, fn, *args, out=tmp,
+                                         log_file=log_file and str(log_file), **kwargs)
         except Exception as e:  # surface the stage's own error, not Ray's wrapper
             cause = getattr(e, "cause", None) or e
-            raise RoundError(f"round {round_} stage {name} failed: {type(cause).__name__}: {cause}") from None
+            raise RoundError(f"round {round_} stage {name} failed: {type(cause).__name__}: {cause}"
+                             f"{_log_tail(log_file)}") from None
         m = Manifest(stage=name, key=key, config_hash=stable_hash(cfg_part), inputs=input_hashes,
                      seeds={"seed": _seed(cfg_part)}, output_hash=hash_dir(tmp), seconds=round(time.time() - t0, 2),
                      extra={**info, **mem})
         m.write(tmp)
     log.info("round %d %-11s done in %6.1fs  %s", round_, name, m.seconds, _brief(m.extra))
     return m
+
+
+# Where stage logs go: RUN_DIR/logs, set by main(); None (-v, or a caller that is not main) leaves the
+# actors' output to Ray, which streams it to the console.
+_LOG_ROOT: Path | None = None
+
+
+def stage_log(round_: int, name: str) -> Path | None:
+    return _LOG_ROOT / f"round_{round_}" / f"{name}.log" if _LOG_ROOT is not None else None
+
+
+def _log_tail(path: Path | None, lines: int = 20) -> str:
+    """The end of a failed stage's log, each line as a terminal would show it (the last state of a
+    bar redrawn with carriage returns)."""
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").rstrip("\n").split("\n")
+    shown = [([seg for seg in ln.split("\r") if seg.strip()] or [""])[-1] for ln in text][-lines:]
+    return f"\n--- last {len(shown)} lines of {path} ---\n" + "\n".join(shown)
 
 
 def _seed(part) -> int:
@@ -79,13 +104,26 @@ def trainer_resources(cfg: Config):
 
 
 def ensure_round_zero(cfg: Config) -> None:
-    """Round 0 is the initial policy plus its eval generations (reused by every later round)."""
+    """Round 0 is the initial policy plus its eval generations (reused by every later round). With
+    init.sft_data the initial policy is the SFT model, and model.policy itself is kept as round_0/base."""
     from pipelines import stages
     rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
-    run_stage("init", rp.policy, {"policy": cfg.model.policy}, {}, "trainer", cfg.resources.trainer,
+    sft = bool(cfg.init.sft_data)
+    run_stage("init", base_path(cfg), {"policy": cfg.model.policy}, {}, "trainer", cfg.resources.trainer,
               stages.init_policy, cfg.model.policy, round_=0)
+    if sft:
+        part = {"seed": cfg.seed, "init": c["init"], "train": c["train"],
+                "model": {k: c["model"][k] for k in ("policy", "dtype", "max_length")}}
+        run_stage("sft", rp.policy, part, {"base": base_path(cfg)}, "trainer", trainer_resources(cfg),
+                  stages.sft, str(base_path(cfg)), cfg, round_=0)
     run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", generation_resources(cfg),
               stages.eval_generations, str(rp.policy), cfg, 0, round_=0)
+
+
+def base_path(cfg: Config) -> Path:
+    """Where model.policy itself is saved: round_0/policy, or round_0/base when an SFT stage follows."""
+    rp = round_paths(cfg.run_dir, 0)
+    return rp.root / "base" if cfg.init.sft_data else rp.policy
 
 
 def _eval_part(c: dict) -> dict:
@@ -110,7 +148,9 @@ def judge_context(cfg: Config, n: int):
     the device of the actor its eval judge runs in), checked again inside that actor."""
     from judges.registry import JudgeContext, planned_device
     r = lambda k: str(round_paths(cfg.run_dir, max(k, 0)).policy)  # noqa: E731
-    return JudgeContext(policy=r(n - 1), previous_policy=r(n - 2), reference_policy=r(0),
+    # With an SFT stage, round 1's previous model is the base M0 and M0 is the reward's reference (CREAM §8.1).
+    base = str(base_path(cfg))
+    return JudgeContext(policy=r(n - 1), previous_policy=base if n == 1 else r(n - 2), reference_policy=base,
                         device=planned_device(cfg.resources.judge), seed=cfg.seed)
 
 
@@ -175,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfplay.config import ConfigError, load_config, to_yaml
 
     ap = _parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)   # -v may come after some overrides
     if args.print_config:
         try:
             print(to_yaml(load_config(args.config, args.overrides)), end="")
@@ -200,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.run_dir) / "config.yaml").write_text(to_yaml(cfg))   # what the last invocation ran with
     need = max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
+    logs = None if args.verbose else Path(cfg.run_dir).resolve() / "logs"   # absolute: actors may run elsewhere
     try:
-        with ray_session(need):
+        with _stage_logs_under(logs), ray_session(need, verbose=args.verbose):
             from pipelines.submit import check_shared_run_dir
             check_shared_run_dir(cfg.run_dir)   # on a cluster, every node must see the run directory
             for n in rounds:
@@ -217,6 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextmanager
+def _stage_logs_under(root: Path | None) -> Iterator[None]:
+    global _LOG_ROOT
+    _LOG_ROOT = root
+    try:
+        yield
+    finally:
+        _LOG_ROOT = None
 
 
 def _parser():
@@ -240,6 +291,8 @@ def _parser():
     ap.add_argument("--round", help="round number n, or a range a-b (round 0 is the initial policy)")
     ap.add_argument("--config", default="configs/arena_sppo.yaml", help="YAML config (default: %(default)s)")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    ap.add_argument("-v", "--verbose", action="store_true", help="stream every actor's output and progress bars "
+                    "to the console (default: one line per stage, the rest in RUN_DIR/logs/round_<n>/<stage>.log)")
     ap.add_argument("overrides", nargs="*", help="section.key=value overrides")
     return ap
 

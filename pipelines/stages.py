@@ -32,8 +32,9 @@ def _load(path: Path) -> list[dict]:
     return datasets.load_from_disk(str(path)).to_list()
 
 
-def init_policy(source: str, out: Path) -> dict:
-    """Round 0: the initial policy, loaded from a hub id or local path and saved in HF format."""
+def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
+    """Round 0: the initial policy, loaded from a hub id or local path and saved in HF format, with
+    the run's sampling settings as generation_config.json and a model card (when cfg is given)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfplay.data import resolve_builtin
@@ -47,6 +48,10 @@ def init_policy(source: str, out: Path) -> dict:
         raise ValueError(f"model.policy {source!r} has no chat template; the pipeline formats prompts with it")
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    if cfg is not None:
+        from pipelines.checkpoint_files import write_generation_config, write_model_card
+        write_generation_config(out, cfg)
+        write_model_card(out, cfg, 0, parent=source)
     return {"source": source, "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -64,7 +69,7 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
         tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
     else:
         rows = round_prompts(d, round_)  # this round's own slice or source; DataError when none is left
-        spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens)
+        spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens, g.top_k)
         tag = f"train/{round_}"
     requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
     t0 = time.time()
@@ -102,10 +107,12 @@ def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
 
 
 def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
-    """A K×K preference matrix per prompt, kept as probabilities; judge.num_actors shard the prompts."""
+    """A K×K preference matrix per prompt, kept as probabilities; judge.num_actors shard the prompts.
+    With data.teacher_column each prompt's teacher answer is judged as one more candidate (selfplay/teacher.py)."""
     from selfplay.records import to_rows
+    from selfplay.teacher import with_teacher
 
-    groups = group_generations(generations)
+    groups = with_teacher(group_generations(generations), cfg.data)
     if cfg.judge.num_actors > 1:   # this actor only coordinates (it holds no device): always fan out
         from pipelines.actors import map_in_actors  # Ray only when fanning out over judge actors
         t0 = time.time()
@@ -115,6 +122,8 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
     else:
         judged, stats, diag = judge_groups(groups, cfg, ctx)
         summary = {"judge": diag.pop("judge"), **stats.summary(), **diag}
+    if cfg.data.teacher_column:
+        summary["teacher_responses"] = sum(jp.teacher_idx >= 0 for jp in judged)
     _save(to_rows(judged), out)
     return summary
 
@@ -124,6 +133,7 @@ def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     from judges.base import JudgeStats, preference_matrices
     from judges.registry import build_judge
     from selfplay.records import JudgedPrompt
+    from selfplay.teacher import teacher_index
 
     j = build_judge(cfg.judge.name, cfg.judge, ctx)
     stats = JudgeStats()
@@ -135,9 +145,12 @@ def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     if hasattr(j, "consistency"):  # CREAM: a consistency rate per prompt, from the scores just computed
         cons = j.consistency(ids, prompts, responses)
         extra["consistency_mean"] = float(np.mean([cons[pid] for pid in ids])) if ids else float("nan")
+    # a scoring judge (llm rubric mode, oracle): absolute scores per response, for DNO's pair rule (memoised by the
+    # rubric judge, so no second request)
+    scores = j.score_groups(prompts, responses) if hasattr(j, "score_groups") else [np.zeros(0)] * len(groups)
     judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name,
-                           consistency=float(cons[pid]))
-              for (pid, p, rs), m in zip(groups, mats)]
+                           consistency=float(cons[pid]), scores=[float(x) for x in s], teacher_idx=teacher_index(rs))
+              for (pid, p, rs), m, s in zip(groups, mats, scores)]
     diag = {"judge": j.name, **extra}
     if hasattr(j, "diagnostics"):  # judge-specific counters (parse failures, both-order disagreements, ...)
         diag.update(j.diagnostics())
@@ -177,7 +190,7 @@ def merge_judge_parts(parts: list[tuple[list, object, dict]], wall_seconds: floa
 def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], out: Path) -> dict:
     """The algorithm's pair rule (SPPO: best and worst by win rate against the sample)."""
     from selfplay.algorithms import PairContext, get_algorithm
-    from selfplay.records import JudgedPrompt, from_rows, to_rows
+    from selfplay.records import JudgedPrompt, from_rows, pair_to_row
 
     judged = from_rows(JudgedPrompt, _load(judgments))
     ctx = PairContext(round=round_, loss=cfg.loss, earlier_preferences=tuple(earlier), seed=cfg.seed)
@@ -185,7 +198,7 @@ def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], 
     if not pairs:
         raise ValueError(f"round {round_}: the judge gave no usable pair out of {len(judged)} prompts "
                          "(all responses tied or abstained); check the judge")
-    _save(to_rows(pairs), out)
+    _save([pair_to_row(p) for p in pairs], out)   # TRL's conversational preference format
     margins = [p.chosen_winrate - p.rejected_winrate for p in pairs]
     return {"pairs": len(pairs), "prompts": len(judged), "mean_margin": float(np.mean(margins))}
 
@@ -196,15 +209,31 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     import functools
 
     from selfplay.distributed import train_policy
-    from selfplay.records import PreferencePair, from_rows
+    from selfplay.records import row_to_pair
 
-    pairs = from_rows(PreferencePair, _load(prefs))
+    pairs = [row_to_pair(r) for r in _load(prefs)]
     res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_), round_=round_,
-                       sample_and_judge=functools.partial(sample_and_judge, cfg=cfg, judge_ctx=judge_ctx))
+                       sample_and_judge=functools.partial(sample_and_judge, cfg=cfg, judge_ctx=judge_ctx),
+                       make_judge=functools.partial(trainer_judge, cfg=cfg, judge_ctx=judge_ctx))
     # per-step training metrics (loss, lr, grad norm, log-ratios, accuracy) for wandb and the dashboard
     (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.step_log))
+    from pipelines.checkpoint_files import round_data, write_generation_config, write_model_card
+    write_generation_config(out, cfg)   # plain generate() samples with the round's settings
+    write_model_card(out, cfg, round_, parent=policy, references=references,
+                     data=round_data(cfg, round_, Path(prefs), pairs),
+                     training={"train_loss": res.final_loss, "steps": res.steps, "pairs": res.pairs,
+                               "updated_fraction": res.updated_fraction})
     return {"train_loss": res.final_loss, "loss_curve": res.loss_curve, "steps": res.steps, "pairs": res.pairs,
             "updated_fraction": res.updated_fraction, "saved_fraction": res.saved_fraction, "workers": res.workers}
+
+
+def trainer_judge(*, cfg: Config, judge_ctx):
+    """The round's judge built inside the trainer (online updates judge every step), on the trainer's device."""
+    import dataclasses
+
+    from judges.registry import build_judge
+    from selfplay.devices import device_for
+    return build_judge(cfg.judge.name, cfg.judge, dataclasses.replace(judge_ctx, device=device_for(cfg.resources.trainer)))
 
 
 def sample_and_judge(ckpt: str, prompts: list[tuple[str, str]], tag: str, *, cfg: Config, judge_ctx) -> list:
@@ -234,6 +263,18 @@ def sample_and_judge(ckpt: str, prompts: list[tuple[str, str]], tag: str, *, cfg
             for (pid, text), rs, cs, m in zip(prompts, responses, completions, mats)]
 
 
+def sft(base: str, cfg: Config, out: Path) -> dict:
+    """Round 0's optional SFT stage: model.policy (saved by init as round_0/base) fine-tuned on init.sft_data."""
+    from selfplay.sft import train_sft
+    res = train_sft(base, out, cfg, seed_for(cfg.seed, "sft"))
+    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.step_log))
+    return {"sft_loss": res.final_loss, "steps": res.steps, "examples": res.pairs, "updated_fraction": res.updated_fraction}
+
+
 def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:
-    """Round 0's eval stage: only the initial policy's eval samples, which every round compares against."""
-    return generate(policy, cfg, round_, out / "generations", eval_set=True)
+    """Round 0's eval stage: only the initial policy's eval samples, which every round compares against,
+    and their AlpacaEval export (the starting policy's entry)."""
+    from pipelines.evaluate import export_alpaca_eval   # here: pipelines.evaluate imports this module
+    info = generate(policy, cfg, round_, out / "generations", eval_set=True)
+    export_alpaca_eval(out / "generations", cfg, round_, out)
+    return info

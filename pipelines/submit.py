@@ -4,9 +4,20 @@
     make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x      (ROUNDS=1-3 for a sequence)
 
 The job's working directory is this repository, uploaded without run outputs, virtual
-environments, caches or git history. Its entrypoint is `python -m pipelines.round ...` on the
-head node. Nothing is installed for the job: every node is expected to run Ray from the project's
-environment (see docs/cluster.md), and workers use the Python that runs Ray there.
+environments, caches or git history. Its entrypoint is `<python> -m pipelines.round ...` on the
+head node, where <python> is the interpreter running this module (`make submit` runs it with
+.venv/bin/python): the job runs in the environment that submitted it, whatever the head's PATH
+says. Nothing is installed for the job: every node is expected to hold the repository and its
+.venv at the same path and to run Ray from it (see docs/cluster.md), and workers use the Python
+that runs Ray there.
+
+Before uploading anything, a preflight job (no working_dir) runs that interpreter on the head: it
+must exist, import torch, and join the cluster as a driver (same Ray and Python), and the arena
+assets must be where the job will look for them. Each failure is one message naming the fix.
+
+Assets: the job gets SELFPLAY_ASSETS as an absolute path (this environment's SELFPLAY_ASSETS, else
+<repo>/assets) and SELFPLAY_ASSETS_BUILD=0, so a node without them fails with a message naming
+`make assets` instead of building them in the job's temporary copy of the repository.
 
 The run directory must be storage that every node sees (NFS, Lustre, a FUSE-mounted bucket):
 stages run on any node and read each other's outputs from it. check_shared_run_dir() verifies
@@ -16,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import socket
@@ -31,9 +43,11 @@ REPO = Path(__file__).resolve().parent.parent
 EXCLUDES = ["runs/", "artifacts/", "assets/", ".venv*", ".git", ".cache", "__pycache__", "*.pyc", ".pytest_cache",
             "wandb/", ".wandb/", "*.egg-info"]
 # Forwarded to the job when set here; the cluster's own environment supplies everything else.
+# (SELFPLAY_ASSETS is always passed, as an absolute path: see assets_dir.)
 FORWARD_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM",
-               "WANDB_MODE", "VLLM_CACHE_ROOT", "SELFPLAY_ASSETS")
+               "WANDB_MODE", "VLLM_CACHE_ROOT")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+PREFLIGHT_TAG = "SELFPLAY_PREFLIGHT"
 
 
 class SharedRunDirError(RoundError):
@@ -122,30 +136,72 @@ def shared_dir_report(run_dir: Path, results: list[dict]) -> str:
 
 # ---------------------------------------------------------------- job submission (runs on the client)
 
-def run_dir_of(config: str | None, overrides: list[str]) -> str:
-    """run_dir as the job will see it (last override wins), without validating the rest of the config:
-    paths in it may exist only on the cluster."""
+def settings_of(config: str | None, overrides: list[str]) -> dict:
+    """The config as a plain tree (defaults, then the file, then the overrides, as load_config reads
+    them), without validating it: paths in it may exist only on the cluster."""
+    import copy
+
     import yaml
 
-    from selfplay.config import Config
-    value = Config().run_dir
-    if config and Path(config).exists():
-        value = (yaml.safe_load(Path(config).read_text()) or {}).get("run_dir", value)
+    from selfplay.config import Config, to_dict
+    data = (yaml.safe_load(Path(config).read_text()) or {}) if config and Path(config).exists() else {}
     for item in overrides:
         key, _, raw = item.partition("=")
-        if key.strip() == "run_dir":
-            value = str(yaml.safe_load(raw))
-    return str(value)
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for k in parents:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[leaf] = yaml.safe_load(raw)
+    if "eval_judge" not in data:   # as in load_config: the evaluation judge is a copy of judge:
+        data["eval_judge"] = copy.deepcopy(data.get("judge") or {})
+    tree = to_dict(Config())
+    _merge(tree, data)
+    return tree
 
 
-def build_job(round_spec: str, config: str, overrides: list[str], *, python: str = "python",
-              py_executable: str | None = None, working_dir: Path = REPO) -> tuple[str, dict]:
+def _merge(tree: dict, data: dict) -> None:
+    for k, v in data.items():
+        if isinstance(v, dict) and isinstance(tree.get(k), dict):
+            _merge(tree[k], v)
+        else:
+            tree[k] = v
+
+
+def run_dir_of(config: str | None, overrides: list[str]) -> str:
+    """run_dir as the job will see it (last override wins)."""
+    return str(settings_of(config, overrides)["run_dir"])
+
+
+def uses_builtin_assets(config: str | None, overrides: list[str]) -> bool:
+    """Does any setting name a builtin:arena asset (the policy, a prompt set, a judge model)?"""
+    def walk(v) -> bool:
+        if isinstance(v, dict):
+            return any(walk(x) for x in v.values())
+        if isinstance(v, (list, tuple)):
+            return any(walk(x) for x in v)
+        return isinstance(v, str) and v.startswith("builtin:")
+    return walk(settings_of(config, overrides))
+
+
+def assets_dir() -> str:
+    """The one assets location, absolute: $SELFPLAY_ASSETS (relative to the current directory), else
+    <repo>/assets. The job gets this exact path; symlinks are kept, since a mount point may be a link."""
+    return os.path.abspath(os.environ.get("SELFPLAY_ASSETS") or REPO / "assets")
+
+
+def build_job(round_spec: str, config: str, overrides: list[str], *, python: str = sys.executable,
+              py_executable: str | None = None, working_dir: Path = REPO,
+              assets: str | None = None) -> tuple[str, dict]:
     """(entrypoint, runtime_env) for the job; raises ValueError for what would fail on the cluster."""
     parse_rounds(round_spec)  # a bad range fails here, not after the upload
     run_dir = run_dir_of(config, overrides)
     if not Path(run_dir).is_absolute():
         raise ValueError(f"run_dir must be an absolute path on storage every node mounts, got {run_dir!r} "
                          "(e.g. RUN_DIR=/shared/runs/arena); a relative one would land in the job's temporary copy")
+    if not os.path.isabs(python):
+        raise ValueError(f"--python must be an absolute path to an interpreter on the head, got {python!r}")
     cfg_path = Path(config).resolve()
     if cfg_path.is_relative_to(working_dir.resolve()):
         config = str(cfg_path.relative_to(working_dir.resolve()))  # uploaded with the working dir
@@ -155,23 +211,122 @@ def build_job(round_spec: str, config: str, overrides: list[str], *, python: str
     entrypoint = shlex.join([python, "-m", "pipelines.round", "--round", round_spec, "--config", config, *rest,
                              f"run_dir={run_dir}"])
     env = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
-    # builtin:arena is built on first use; on shared storage it is built once and every node reads the same copy.
-    env.setdefault("SELFPLAY_ASSETS", str(Path(run_dir) / "assets"))
+    # The job's cwd is a temporary copy of the repository without assets/: without an absolute path
+    # the arena would be looked for (and built) there. With SELFPLAY_ASSETS_BUILD=0 a node that lacks
+    # the assets fails with a message naming `make assets` instead of building them.
+    env["SELFPLAY_ASSETS"] = assets or assets_dir()
+    env["SELFPLAY_ASSETS_BUILD"] = "0"
     runtime_env: dict = {"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": env}
     if py_executable:
         runtime_env["py_executable"] = py_executable
     return entrypoint, runtime_env
 
 
-def submit(address: str, entrypoint: str, runtime_env: dict, *, wait: bool = True, name: str = "") -> int:
-    """Submit, stream logs until the job ends, and map its status to an exit code."""
-    from ray.job_submission import JobSubmissionClient
+# ---------------------------------------------------------------- preflight: the job's Python and assets on the head
 
-    client = JobSubmissionClient(address)
+class PreflightError(RuntimeError):
+    """The head cannot run the job as submitted; the message says what to do."""
+
+
+# Run on the head by the job's interpreter: one tagged JSON line, whatever fails.
+_PROBE = """
+import json, os, socket, sys
+out = {"host": socket.gethostname(), "python": sys.version.split()[0]}
+try:
+    import torch
+    out["torch"] = torch.__version__
+except Exception as e:
+    out["torch_error"] = f"{type(e).__name__}: {e}"
+try:
+    import ray
+    out["ray"] = ray.__version__
+    ray.init(log_to_driver=False, logging_level="ERROR")
+    ray.shutdown()
+except Exception as e:
+    out["ray_error"] = f"{type(e).__name__}: {str(e).strip()[:600]}"
+out["assets"] = os.path.isfile(os.path.join(sys.argv[1], "arena", "manifest.json"))
+print(%r, json.dumps(out), flush=True)
+""" % PREFLIGHT_TAG
+
+
+def preflight_entrypoint(python: str, assets: str) -> str:
+    """A POSIX sh command: the probe, or a tagged line saying the interpreter is not there."""
+    py = shlex.quote(python)
+    return (f"if [ -x {py} ]; then exec {py} -c {shlex.quote(_PROBE)} {shlex.quote(assets)}; "
+            f"else echo {PREFLIGHT_TAG} '{{\"missing\": true, \"host\": \"'\"$(uname -n)\"'\"}}'; fi")
+
+
+def preflight_report(python: str, assets: str, needs_assets: bool, logs: str) -> str:
+    """'' when the head can run the job, else the message for the user."""
+    line = next((ln for ln in logs.splitlines() if ln.startswith(PREFLIGHT_TAG + " ")), None)
+    start_head = (f"Start the head from the environment you submit from: `{Path(python).parent}/ray start --head ...` "
+                  f"in a clone at {REPO} on the head (see docs/cluster.md, sections 1-2), or pass "
+                  "--python <an interpreter on the head that has this project's environment>.")
+    if line is None:
+        return (f"the preflight job on the head did not report (is /bin/sh there?); its log:\n{logs[-2000:]}")
+    try:
+        r = json.loads(line[len(PREFLIGHT_TAG) + 1:])
+    except ValueError:
+        return f"the preflight job on the head reported garbage: {line[:500]}"
+    where = f"the Ray head ({r.get('host', '?')})"
+    if r.get("missing"):
+        return (f"{python} does not exist (or is not executable) on {where}. The job runs with the Python that "
+                f"submitted it. {start_head}")
+    if "torch_error" in r:
+        return f"{python} on {where} cannot import torch ({r['torch_error']}). {start_head}"
+    if "ray_error" in r:
+        return (f"{python} on {where} (Python {r['python']}, ray {r.get('ray', '?')}) cannot join the cluster as the "
+                f"job's driver: {r['ray_error']}. {start_head}")
+    if needs_assets and not r.get("assets"):
+        return (f"the arena assets are not at {assets}/arena on {where}, and jobs do not build them. Build them "
+                f"there with `make assets` in {REPO} (the default location, <repo>/assets), or on shared storage "
+                f"with `{python} -m selfplay.assets --out <dir>/arena` and submit with SELFPLAY_ASSETS=<dir>; "
+                "every node reads them at that path (see docs/cluster.md).")
+    return ""
+
+
+def preflight(client, python: str, assets: str, needs_assets: bool, *, timeout_s: float = 180.0) -> None:
+    """Run the probe as a job without a working_dir (nothing is uploaded); raise PreflightError."""
+    job_id = client.submit_job(entrypoint=preflight_entrypoint(python, assets),
+                               submission_id=f"selfplay-preflight-{uuid.uuid4().hex[:10]}",
+                               metadata={"selfplay": "preflight"})
+    deadline = time.monotonic() + timeout_s
+    while (status := str(client.get_job_status(job_id).value)) not in TERMINAL:
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            raise PreflightError(f"the preflight job {job_id} did not finish within {timeout_s:.0f}s (is the "
+                                 "head out of CPUs for the job supervisor?)")
+        time.sleep(0.25)
+    logs = client.get_job_logs(job_id)
+    message = preflight_report(python, assets, needs_assets, logs)
+    if not message and status != "SUCCEEDED":
+        message = f"the preflight job ended {status}: {client.get_job_info(job_id).message}\n{logs[-2000:]}"
+    try:
+        client.delete_job(job_id)   # keep `ray job list` to the real jobs
+    except Exception:  # noqa: BLE001  a leftover preflight entry is harmless
+        pass
+    if message:
+        raise PreflightError(message)
+
+
+def connect(address: str):
+    """A JobSubmissionClient for the head's dashboard, or ConnectionError with what to check."""
+    from ray.job_submission import JobSubmissionClient
+    try:
+        return JobSubmissionClient(address)
+    except ConnectionError as e:
+        raise ConnectionError(f"cannot reach the Ray dashboard at {address}: is the head started (docs/cluster.md, "
+                              f"section 2) and its --dashboard-host reachable from here? ({e})") from None
+
+
+def submit(client, entrypoint: str, runtime_env: dict, *, wait: bool = True, name: str = "") -> int:
+    """Submit, stream logs until the job ends, and map its status to an exit code."""
+    address = client.get_address()
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                submission_id=f"selfplay-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
                                metadata={"selfplay_rounds": name})
-    print(f"submitted {job_id} to {address}\n  {entrypoint}", file=sys.stderr, flush=True)
+    assets = runtime_env["env_vars"]["SELFPLAY_ASSETS"]
+    print(f"submitted {job_id} to {address}\n  {entrypoint}\n  SELFPLAY_ASSETS={assets}", file=sys.stderr, flush=True)
     if not wait:
         return 0
     try:
@@ -210,21 +365,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="the head's dashboard, http://<head>:8265 (default: $RAY_ADDRESS)")
     ap.add_argument("--round", required=True, help="round n, or a range a-b run in order by one job")
     ap.add_argument("--config", default="configs/arena_sppo.yaml")
-    ap.add_argument("--python", default="python", help="the Python that runs the driver on the head (default: python on its PATH)")
-    ap.add_argument("--py-executable", default=None, help="runtime_env py_executable for Ray workers (default: Ray's own)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="absolute path of the Python that runs the job's driver on the head (default: this one, "
+                         f"{sys.executable}); checked on the head before anything is uploaded")
+    ap.add_argument("--py-executable", default=None,
+                    help="runtime_env py_executable for Ray workers (default: Ray's own)")
     ap.add_argument("--no-wait", action="store_true", help="print the job id and return")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)   # ARGS="--python X k=v" comes after make's run_dir=...
     if not args.address.startswith(("http://", "https://")):
         print("error: --address must be the head's dashboard URL, e.g. http://<head>:8265", file=sys.stderr)
         return 2
+    assets = assets_dir()
     try:
         entrypoint, runtime_env = build_job(args.round, args.config, args.overrides, python=args.python,
-                                            py_executable=args.py_executable)
-    except (ValueError, RoundError) as e:
+                                            py_executable=args.py_executable, assets=assets)
+        client = connect(args.address)
+        t0 = time.monotonic()
+        preflight(client, args.python, assets, uses_builtin_assets(args.config, args.overrides))
+        print(f"preflight on the head: {args.python} runs the job ({time.monotonic() - t0:.1f}s)",
+              file=sys.stderr, flush=True)
+    except (ValueError, RoundError, ConnectionError, PreflightError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return submit(args.address, entrypoint, runtime_env, wait=not args.no_wait, name=f"r{args.round}")
+    return submit(client, entrypoint, runtime_env, wait=not args.no_wait, name=f"r{args.round}")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,12 @@ def oracle_probability(prompt: str, a: str, b: str) -> float:
     va, vb = assess(prompt, a), assess(prompt, b)
     z = QUALITY_WEIGHT * (va.quality - vb.quality) + STYLE_WEIGHT * rps(va.style, vb.style)
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def sft_answer(rng, prompt: str) -> str:
+    """A demonstration for the arena's SFT set: distinct on-topic words and one style marker, the kind
+    of answer the oracle ranks high (what an instruction-tuning set is to a base model)."""
+    topic = prompt_topic(prompt) or next(iter(TOPICS))
+    words = rng.sample(TOPICS[topic], rng.randint(3, 6))
+    words.insert(rng.randrange(len(words) + 1), rng.choice(STYLES[rng.choice(sorted(STYLES))]))
+    return " ".join(words)

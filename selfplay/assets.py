@@ -107,7 +107,8 @@ def build_policy(out: Path, spec: AssetSpec, tok) -> None:
 def warm_start(model, tok, spec: AssetSpec) -> None:
     """A few epochs of next-token training on chat-formatted synthetic answers."""
     import torch
-    from tqdm import tqdm
+
+    from selfplay.progress import bar as progress_bar
 
     rng = random.Random(spec.seed + 1)
     prompts = arena_prompts("train")
@@ -122,7 +123,7 @@ def warm_start(model, tok, spec: AssetSpec) -> None:
     steps = spec.warm_epochs * (len(texts) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.warm_lr, total_steps=steps)
     model.train()
-    bar = tqdm(total=steps, desc="warm start", unit="step")
+    bar = progress_bar(steps, "assets: warm start", unit="step")
     for epoch in range(spec.warm_epochs):
         random.Random(epoch).shuffle(texts)
         for i in range(0, len(texts) - batch + 1, batch):

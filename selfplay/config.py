@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -48,6 +49,10 @@ class DataConfig:
     split: str = "train"               # split name for hub datasets
     prompt_column: str = "prompt"
     id_column: str = "prompt_id"       # created from the row index when the data has none
+    teacher_column: str = ""           # DNO: a column of the training prompt source holding a gold (teacher) response,
+                                       # a string or a list of chat messages (the last assistant turn is used); the
+                                       # judge stage adds it to each prompt's candidates (arXiv 2404.03715 §5.1,
+                                       # y_gold). "" = no teacher
     prompts_per_round: int = 96        # round n uses its own slice of the pool (or its own source)
     reuse_prompts: bool = False        # allow rounds past the end of the pool/list (wrapping around); else an error
     eval_limit: int = 0                # 0 = every eval prompt
@@ -59,8 +64,13 @@ class GenerationConfig:
     k: int = 5                         # samples per prompt
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0                     # 0 = no top-k filter (EGPO's authors: 10 for (y, y′))
     max_new_tokens: int = 24
     batch_size: int = 64
+    # EGPO's y″ (the opponent the pair is judged against) has its own sampler: the authors draw it at
+    # temperature 1 with no top-k while (y, y′) use the settings above. Read only by algorithm egpo.
+    opponent_temperature: float = 1.0
+    opponent_top_k: int = 0
     num_engines: int = 1               # data-parallel generation actors
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
@@ -83,6 +93,9 @@ class JudgeConfig:
     api_key_env: str = "OPENAI_API_KEY"  # llm endpoint: environment variable with the API key (unset: no auth header)
     timeout_s: float = 60.0            # llm endpoint: seconds per HTTP request (retried twice, then the stage fails)
     num_actors: int = 1                # data-parallel judge actors, each with resources.judge; prompts are sharded
+    mode: str = "pairwise"             # llm: pairwise (A/B verdicts, both orders) | rubric (DNO's 6-point additive rubric,
+                                       # all candidates scored side by side; P(a ≻ b) = 1 / ½ / 0 by score; endpoint only;
+                                       # max_new_tokens 0 = 256 per candidate shown)
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,10 @@ class LossConfig:
     apo_base: str = "sppo"             # APO base loss: sppo | dpo
     label_smoothing: float = 0.0
     average_logprobs: bool = False     # per-token means instead of sums (EGPO's default is True)
-    dno_margin: float = 0.0            # DNO: keep pairs whose win-rate margin exceeds this
+    # DNO pairs from absolute judge scores (arXiv 2404.03715 §5.1 "Training Pair Construction", on its 6-point rubric):
+    dno_min_chosen_score: float = 5.0  # DNO: a chosen response must score at least this ("only 5 or 6 are positives")
+    dno_margin: float = 2.0            # DNO: the rejected scores at least this much lower ("at least 2 points")...
+    dno_student_margin: float = 1.0    # ... or this much when the chosen is a policy sample, not the teacher ("1 point")
     dno_replay: float = 0.0            # DNO: fraction of the previous round's pairs replayed
 
 
@@ -112,6 +128,9 @@ class TrainConfig:
     strategy: str = "ddp"              # ddp | fsdp (shard params/grads/optimizer) | fsdp_offload (shards on host)
     lora_rank: int = 0                 # > 0: peft LoRA on every linear layer, merged into the saved checkpoint
     lora_alpha: float = 16.0
+    # Online updates (algorithm egpo): optimizer steps per round, each a half+full extragradient pair on
+    # train.batch_size fresh prompts sampled from the trainer's own weights. 0 = one pass over the round's prompts.
+    steps_per_round: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,19 @@ class EvalConfig:
     ci_method: str = "bootstrap"       # bootstrap | wilson
     temperature: float = 1.0
     top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """An optional SFT stage before round 1: round 0's policy becomes model.policy fine-tuned on
+    sft_data (CREAM and self-rewarding start from an SFT model M1 and keep the base M0 beside it).
+    It trains through the same trainer as the rounds (train.batch_size, optimizer, schedule, LoRA,
+    workers, strategy and dtype apply); epochs and lr are its own."""
+    sft_data: str = ""                 # prompt/response dataset (file, datasets dir, hub id, builtin:arena/sft); "" = none
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    epochs: int = 1
+    lr: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -148,6 +180,7 @@ class Config:
     run_dir: str = "runs/arena"
     seed: int = 0
     algorithm: str = "sppo"
+    init: InitConfig = field(default_factory=InitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -255,13 +288,16 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Cross-field and range checks; never mutates."""
-    from judges.registry import JUDGES
+    from judges.registry import JUDGES, judge_scores
     from selfplay.algorithms import ALGORITHMS
     from selfplay.generation import BACKENDS
 
     _check(cfg.algorithm in ALGORITHMS, f"algorithm: unknown {cfg.algorithm!r} (choose one of {', '.join(sorted(ALGORITHMS))})")
     g, t, lo, d = cfg.generation, cfg.train, cfg.loss, cfg.data
     _check(g.k >= 2, f"generation.k: needs at least 2 samples per prompt to compare, got {g.k}")
+    _check(g.top_k >= 0 and g.opponent_top_k >= 0, "generation.top_k / opponent_top_k: 0 (off) or a positive count")
+    _check(0 < g.opponent_temperature <= 10, f"generation.opponent_temperature: must be in (0, 10], got {g.opponent_temperature}")
+    _check(t.steps_per_round >= 0, f"train.steps_per_round: 0 (one pass) or a positive count, got {t.steps_per_round}")
     _check(g.backend in BACKENDS, f"generation.backend: unknown {g.backend!r} (choose one of {', '.join(sorted(BACKENDS))})")
     _check(0 < g.temperature <= 10, f"generation.temperature: must be in (0, 10], got {g.temperature}")
     _check(0 < g.top_p <= 1, f"generation.top_p: must be in (0, 1], got {g.top_p}")
@@ -275,6 +311,9 @@ def validate(cfg: Config) -> None:
     _check(lo.apo_base in ("sppo", "dpo"), f"loss.apo_base: sppo or dpo, got {lo.apo_base!r}")
     _check(0 <= lo.label_smoothing < 0.5, f"loss.label_smoothing: must be in [0, 0.5), got {lo.label_smoothing}")
     _check(0 <= lo.dno_replay <= 1, f"loss.dno_replay: must be in [0, 1], got {lo.dno_replay}")
+    for name in ("dno_margin", "dno_student_margin"):   # NaN fails too
+        _check(getattr(lo, name) >= 0, f"loss.{name}: a score gap, must be >= 0, got {getattr(lo, name)}")
+    _check(math.isfinite(lo.dno_min_chosen_score), f"loss.dno_min_chosen_score: must be finite, got {lo.dno_min_chosen_score}")
     _check(t.lr > 0, f"train.lr: step size must be positive, got {t.lr}")
     _check(t.epochs >= 1 and t.batch_size >= 1, "train.epochs and train.batch_size must be >= 1")
     _check(t.optimizer in ("adamw", "rmsprop", "sgd"), f"train.optimizer: adamw, rmsprop or sgd, got {t.optimizer!r}")
@@ -285,6 +324,7 @@ def validate(cfg: Config) -> None:
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
     _check_settings_take_effect(cfg, ALGORITHMS[cfg.algorithm])
+    _check_init(cfg)
     _check(d.reuse_prompts or isinstance(d.train_prompts, str) or len(set(d.train_prompts)) == len(d.train_prompts),
            "data.train_prompts: the per-round list names a source twice; set data.reuse_prompts: true to allow it")
     m = cfg.model
@@ -295,6 +335,11 @@ def validate(cfg: Config) -> None:
     _check(cfg.resources.gpu_memory_gb > 0, f"resources.gpu_memory_gb: must be positive, got {cfg.resources.gpu_memory_gb}")
     for where in ("judge", "eval_judge"):
         _check_judge(getattr(cfg, where), where, JUDGES, BACKENDS)
+    _check(not d.teacher_column or cfg.algorithm == "dno",   # only DNO's pair rule knows a teacher candidate
+           f"data.teacher_column={d.teacher_column!r} has no effect with algorithm {cfg.algorithm} (only dno reads it)")
+    _check(cfg.algorithm != "dno" or judge_scores(cfg.judge),
+           f"algorithm dno builds pairs from absolute scores, which judge {cfg.judge.name!r} does not give: use "
+           "judge.name=llm with judge.mode=rubric (the paper's rubric) or the arena's oracle")
     _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
     _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
@@ -303,6 +348,19 @@ def validate(cfg: Config) -> None:
         _check_source(src, "data.train_prompts" + ("" if isinstance(d.train_prompts, str) else f"[{i}]"))
     _check_source(d.eval_prompts, "data.eval_prompts")
     _check_source(cfg.model.policy, "model.policy")
+
+
+def _check_init(cfg: Config) -> None:
+    i = cfg.init
+    _check(i.epochs >= 1, f"init.epochs: must be >= 1, got {i.epochs}")
+    _check(i.lr > 0, f"init.lr: must be positive, got {i.lr}")
+    if i.sft_data:
+        _check_source(i.sft_data, "init.sft_data")
+    _check(cfg.judge.name != "cream" or bool(i.sft_data),
+           "judge.name=cream: CREAM's consistency compares the policy's ranking with the previous model's, and in "
+           "round 1 that needs an SFT model M1 beside the base M0 (CREAM starts from SFT; without it the two models "
+           "are the same, C = 1 everywhere and round 1 is plain unregularised self-rewarding). Set init.sft_data to a "
+           "prompt/response dataset (the arena has builtin:arena/sft)")
 
 
 def _check_settings_take_effect(cfg: Config, algo) -> None:
@@ -315,6 +373,14 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
                f"loss.{f.name}={value!r} has no effect with algorithm {cfg.algorithm} (it reads loss."
                f"{', loss.'.join(algo.loss_keys)} and loss.average_logprobs); remove it")
     t, g = cfg.train, cfg.generation
+    if cfg.algorithm != "egpo":   # only EGPO's online update reads these
+        _check((g.opponent_temperature, g.opponent_top_k) == (1.0, 0),
+               f"generation.opponent_temperature / opponent_top_k set with algorithm {cfg.algorithm}: only egpo draws y″")
+        _check(t.steps_per_round == 0, f"train.steps_per_round={t.steps_per_round} with algorithm {cfg.algorithm}: "
+               "only egpo's online update takes a step count (the others take train.epochs)")
+    else:
+        _check(t.strategy == "ddp", "algorithm egpo samples from the trainer's own weights at every step; with "
+               f"train.strategy={t.strategy} the weights are sharded. Use train.strategy=ddp (with LoRA for large models)")
     _check(t.strategy != "fsdp_offload" or cfg.resources.trainer.num_gpus > 0,
            "train.strategy=fsdp_offload moves shards between host and GPU memory; it needs "
            "resources.trainer.num_gpus > 0 (use fsdp or ddp on CPU)")

@@ -14,7 +14,28 @@ class DataError(ValueError):
 
 
 def assets_root() -> Path:
-    return Path(os.environ.get("SELFPLAY_ASSETS", "assets")) / "arena"
+    """$SELFPLAY_ASSETS/arena, `assets/arena` of the current directory (the repository under make) by
+    default. With SELFPLAY_ASSETS_BUILD=0 (set for jobs by `make submit`), assets that are missing or
+    stale are an error naming `make assets`, never built here: a job's cwd is a temporary copy."""
+    root = Path(os.environ.get("SELFPLAY_ASSETS", "assets")) / "arena"
+    if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0":
+        import json
+        import socket
+        from dataclasses import asdict
+
+        from selfplay.artifacts import stable_hash
+        from selfplay.assets import AssetSpec
+        try:
+            ok = json.loads((root / "manifest.json").read_text()).get("key") == stable_hash(asdict(AssetSpec()))
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(
+                f"the arena assets are missing or stale at {root.absolute()} on {socket.gethostname()}, and "
+                "SELFPLAY_ASSETS_BUILD=0 (make submit) does not build them in the job. Build them there: "
+                "`make assets` in the repository (its assets/ is the default SELFPLAY_ASSETS), or "
+                f"`python -m selfplay.assets --out {root.absolute()}` on shared storage; see docs/cluster.md.")
+    return root
 
 
 def resolve_builtin(src: str) -> str:
@@ -28,7 +49,28 @@ def resolve_builtin(src: str) -> str:
         return str(root / "policy")
     if name in ("arena/train", "arena/eval"):
         return str(root / "prompts" / name.split("/")[1])
-    raise DataError(f"unknown builtin asset {src!r} (builtin:arena, builtin:arena/train, builtin:arena/eval)")
+    if name == "arena/sft":
+        return str(_arena_sft(root))
+    raise DataError(f"unknown builtin asset {src!r} (builtin:arena, builtin:arena/train, builtin:arena/eval, "
+                    "builtin:arena/sft)")
+
+
+def _arena_sft(root: Path) -> Path:
+    """The arena's SFT set (prompt/response jsonl over the train prompts), written once, atomically."""
+    import json
+    import random
+
+    from selfplay.arena import sft_answer
+    from selfplay.assets import arena_prompts
+    out = root / "sft.jsonl"
+    if not out.exists():
+        rng = random.Random("arena-sft")
+        rows = [{"prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": sft_answer(rng, r["prompt"])}
+                for r in arena_prompts("train")]
+        tmp = out.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out)
+    return out
 
 
 def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",

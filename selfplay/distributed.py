@@ -10,6 +10,7 @@ every linear layer, base weights frozen; the saved checkpoint has them merged.
 from __future__ import annotations
 
 import math
+import os
 import random
 import tempfile
 import time
@@ -73,10 +74,15 @@ class TrainJob:
     # (checkpoint, [(prompt_id, prompt)], tag) -> [JudgedPrompt]: fresh judged samples for online updates
     # (EGPO's θ_{t+½}); supplied by the pipeline, which owns the judges.
     sample_and_judge: Optional[Callable] = None
+    algo: Any = None   # an Algorithm record that is not a round algorithm (the SFT stage); None = cfg.algorithm
+    # () -> a judge (compare(prompts, a, b) -> P(a ≻ b)) for online updates that judge every step (EGPO);
+    # supplied by the pipeline, which owns the judges. Built once, on rank 0.
+    make_judge: Optional[Callable] = None
 
 
 def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], references: dict[str, str],
-                 cfg, seed: int, *, round_: int = 0, sample_and_judge: Optional[Callable] = None) -> TrainResult:
+                 cfg, seed: int, *, round_: int = 0, sample_and_judge: Optional[Callable] = None,
+                 algo=None, make_judge: Optional[Callable] = None) -> TrainResult:
     """Train from `policy_path` on `pairs` with cfg.algorithm's update; the HF checkpoint lands in `out_dir`."""
     if not pairs:
         raise TrainingError("no preference pairs to train on (every prompt's responses tied?)")
@@ -84,7 +90,8 @@ def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], r
     # Workers run elsewhere (and Ray Train changes their cwd): every path must be absolute.
     absolute = lambda p: str(Path(p).resolve()) if Path(p).exists() else str(p)  # noqa: E731  (hub ids stay)
     job = TrainJob(absolute(policy_path), str(Path(out_dir).resolve()), list(pairs),
-                   {k: absolute(v) for k, v in references.items()}, cfg, seed, spec, round_, sample_and_judge)
+                   {k: absolute(v) for k, v in references.items()}, cfg, seed, spec, round_, sample_and_judge, algo,
+                   make_judge)
     if not needs_worker_group(cfg):
         from selfplay.devices import device_for
         return run_update(job, rank=0, world=1, device=torch.device(device_for(cfg.resources.trainer)))
@@ -100,7 +107,7 @@ def run_update(job: TrainJob, *, rank: int, world: int, device: torch.device) ->
 
     t0 = time.time()
     check_fits("trainer", job.policy_path, job.cfg)   # in each worker, against the GPU it was given
-    algo = get_algorithm(job.cfg.algorithm)
+    algo = job.algo or get_algorithm(job.cfg.algorithm)
     steps = (algo.horizon or default_horizon)(job.pairs, job.cfg)
     w = Worker(job, rank=rank, world=world, device=device, total_steps=steps)
     result = (algo.update or default_update)(w, job)
@@ -131,8 +138,13 @@ def _fit(job: TrainJob) -> TrainResult:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from selfplay.progress import STAGE_LOG
+
     s = job.spec
     per_worker = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {})}
+    env = {"OMP_NUM_THREADS": str(max(1, int(s.cpus_per_worker)))}
+    if os.environ.get(STAGE_LOG):   # the workers log next to the stage (train.0.log, ...), see _worker_main
+        env[STAGE_LOG] = os.environ[STAGE_LOG]
     storage = tempfile.mkdtemp(prefix="raytrain-")  # nothing is checkpointed there; it holds run state only
     sink = ray.remote(num_cpus=0)(_ResultSink).remote()
     trainer = TorchTrainer(
@@ -141,7 +153,7 @@ def _fit(job: TrainJob) -> TrainResult:
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=f"train-{Path(job.out_dir).name}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=0),  # a failed round is re-run whole
-                             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(s.cpus_per_worker)))}}))
+                             worker_runtime_env={"env_vars": env}))
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001  Ray wraps the worker's error; surface it as ours
@@ -184,10 +196,14 @@ def _worker_main(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    job: TrainJob = ray.get(config["job"])
+    from selfplay.progress import STAGE_LOG, part_log, stage_logging, to_log
+
     ctx = ray.train.get_context()
-    result = run_update(job, rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device())
-    if ctx.get_world_rank() == 0:
+    rank, log = ctx.get_world_rank(), os.environ.get(STAGE_LOG)
+    with to_log(log and part_log(log, rank)), stage_logging():
+        job: TrainJob = ray.get(config["job"])
+        result = run_update(job, rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device())
+    if rank == 0:
         ray.get(config["sink"].put.remote(asdict(result)))
 
 

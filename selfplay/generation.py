@@ -17,6 +17,7 @@ class SamplingSpec:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
+    top_k: int = 0              # 0 = no top-k filter
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,15 @@ sample from the filtered softmax, and a row's noise depends only on its own seed
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
-                          TemperatureLogitsWarper, TopPLogitsWarper)
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from selfplay.generation import Completion, Request, SamplingSpec
+from selfplay.progress import bar
 
 _M32 = 0xFFFFFFFF
 
@@ -61,8 +62,10 @@ class HFBackend:
     def generate(self, requests: Sequence[Request], spec: SamplingSpec) -> list[list[Completion]]:
         rows = [(r, j) for r in requests for j in range(spec.n)]
         texts: list[Completion] = []
-        for i in tqdm(range(0, len(rows), self.batch_size), desc="generate", unit="batch", leave=False):
-            texts += self._batch(rows[i:i + self.batch_size], spec)
+        with bar(math.ceil(len(rows) / self.batch_size), "generate", unit="batch") as b:
+            for i in range(0, len(rows), self.batch_size):
+                texts += self._batch(rows[i:i + self.batch_size], spec)
+                b.update(1)
         return [texts[k * spec.n:(k + 1) * spec.n] for k in range(len(requests))]
 
     def _batch(self, rows: list[tuple[Request, int]], spec: SamplingSpec) -> list[Completion]:
@@ -71,6 +74,8 @@ class HFBackend:
         procs = LogitsProcessorList()
         if spec.temperature != 1.0:
             procs.append(TemperatureLogitsWarper(spec.temperature))
+        if spec.top_k > 0:   # transformers' order: temperature, top-k, top-p
+            procs.append(TopKLogitsWarper(spec.top_k))
         if spec.top_p < 1.0:
             procs.append(TopPLogitsWarper(spec.top_p))
         procs.append(SeededGumbel([sample_seed(r.seed, j) for r, j in rows], enc.input_ids.shape[1]))
@@ -89,3 +94,20 @@ class HFBackend:
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def sample_live(model, tok, requests: Sequence[Request], spec: SamplingSpec, batch_size: int = 64) -> list[list[Completion]]:
+    """Sample from a model already in memory: the trainer's own weights (EGPO's per-step samples),
+    with the same seeded Gumbel-max sampler as a checkpoint; no reload from disk."""
+    import copy
+    backend = HFBackend.__new__(HFBackend)   # the sampler without loading anything
+    backend.model, backend.batch_size = model, batch_size
+    backend.device = next(model.parameters()).device
+    backend.tok = copy.copy(tok)
+    backend.tok.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    try:
+        return backend.generate(requests, spec)
+    finally:
+        model.train(was_training)

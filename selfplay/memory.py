@@ -283,7 +283,7 @@ def judge_budget(j, policy: ModelFacts, device: str, dtype: str) -> JudgeBudget:
         return JudgeBudget("no model" if j.name == "oracle" else f"API {j.model}", 0.0, 0.0)
     if j.name == "pairrm":
         return _judge(j.model or "llm-blender/PairRM", PAIRRM_PARAMETERS, device, 2)   # fp16 on GPU
-    if j.name == "llm":
+    if j.name in ("llm", "pair_pm", "pair_classifier"):   # their own checkpoint: sized when it is on disk
         from selfplay.data import resolve_builtin
         local = checkpoint_facts(resolve_builtin(j.model))
         return _judge(j.model, local.parameters if local else None, device, 2)       # bf16 on GPU

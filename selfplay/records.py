@@ -37,6 +37,11 @@ class JudgedPrompt:
     matrix: list[list[float]]          # M[i][j] = P(response i ≻ response j); NaN = abstained
     judge: str
     consistency: float = 1.0           # CREAM's consistency rate C (soft DPO label); 1 = plain label (older files lack it)
+    # Absolute score per response from a scoring judge (llm rubric mode, oracle), NaN = unscored; empty = the judge
+    # gives no scores (older files lack it). DNO's pair rule reads them (selfplay/algorithms/dno.py).
+    scores: list[float] = dataclasses.field(default_factory=list)
+    teacher_idx: int = -1              # index of the teacher's (gold) response among responses (data.teacher_column);
+                                       # -1 = none. Its n_tokens entry is -1: the policy did not write it
 
     def array(self) -> np.ndarray:
         return np.asarray(self.matrix, dtype=np.float64)
@@ -44,7 +49,8 @@ class JudgedPrompt:
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """TRL-compatible (prompt, chosen, rejected) plus what the Nash losses need."""
+    """(prompt, chosen, rejected) plus what the Nash losses need. On disk a row is in TRL's
+    conversational preference format (pair_to_row / row_to_pair)."""
     prompt: str
     chosen: str
     rejected: str
@@ -64,3 +70,28 @@ def to_rows(records: Iterable[Any]) -> list[dict]:
 def from_rows(cls: Type[T], rows: Iterable[dict]) -> list[T]:
     names = {f.name for f in dataclasses.fields(cls)}
     return [cls(**{k: v for k, v in row.items() if k in names}) for row in rows]
+
+
+def pair_to_row(pair: PreferencePair) -> dict:
+    """A `preferences` row in TRL's conversational preference format: prompt = [user message],
+    chosen / rejected = [assistant message]; the other fields stay plain columns. TRL's DPOTrainer
+    then applies the chat template, as the project's trainer does (selfplay.logprobs.encode_pairs);
+    plain strings would be TRL's *standard* format, which it tokenises without the template."""
+    row = dataclasses.asdict(pair)
+    row["prompt"] = [{"role": "user", "content": pair.prompt}]
+    row["chosen"] = [{"role": "assistant", "content": pair.chosen}]
+    row["rejected"] = [{"role": "assistant", "content": pair.rejected}]
+    return row
+
+
+def row_to_pair(row: dict) -> PreferencePair:
+    """pair_to_row's inverse; also reads rows with plain-string prompt/chosen/rejected (run dirs
+    written before the conversational format)."""
+    def text(v) -> str:
+        if isinstance(v, str):
+            return v
+        if len(v) != 1:
+            raise ValueError(f"a preference row holds one message per column, got {len(v)}: {v!r}")
+        return v[0]["content"]
+    (pair,) = from_rows(PreferencePair, [{**row, **{k: text(row[k]) for k in ("prompt", "chosen", "rejected")}}])
+    return pair

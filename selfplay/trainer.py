@@ -11,13 +11,13 @@ base) are held in the compute dtype, and checkpoints are saved in it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 
 class TrainingError(RuntimeError):
@@ -97,7 +97,8 @@ def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> tuple[torch.Tensor, t
                     target=torch.tensor([p.target for p in sel], device=dev))
     loss = algo.loss(t, cfg.loss).mean()
     with torch.no_grad():
-        ref_c, ref_r = t.refs[algo.references[0]]
+        zero = torch.zeros_like(lp[:n])
+        ref_c, ref_r = t.refs[algo.references[0]] if algo.references else (zero, zero)
         rc, rr = t.policy_chosen.detach() - ref_c, t.policy_rejected.detach() - ref_r
         sums = torch.stack([rc.sum(), rr.sum(), (rc > rr).float().sum(), torch.tensor(float(n), device=dev)])
     return loss, sums
@@ -108,9 +109,10 @@ def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step:
     """train.epochs passes over the pairs in `rng`-shuffled batches of train.batch_size, one `step`
     per batch; records steps and per-epoch mean losses in `result`, stops on a non-finite loss.
     Every update (one process, Ray Train workers, EGPO's two phases) runs this same loop."""
+    from selfplay.progress import bar as progress_bar
     tc = cfg.train
     steps_per_epoch = math.ceil(n_pairs / tc.batch_size)
-    bar = tqdm(total=steps_per_epoch * tc.epochs, desc=desc, unit="step", leave=False, disable=not show_bar)
+    bar = progress_bar(steps_per_epoch * tc.epochs, desc, unit="step", disable=not show_bar)
     for epoch in range(tc.epochs):
         order = list(range(n_pairs))
         rng.shuffle(order)
@@ -123,8 +125,11 @@ def run_epochs(n_pairs: int, cfg, rng: random.Random, result: TrainResult, step:
             losses.append(loss)
             result.steps += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)   # drawn with the next redraw
         result.loss_curve.append(sum(losses) / len(losses))
+        if show_bar:   # one line per epoch for the stage log (the bar only keeps its last state)
+            logging.getLogger("selfplay").info("%s epoch %d/%d: mean loss %.4f over %d steps", desc, epoch + 1,
+                                               tc.epochs, result.loss_curve[-1], len(losses))
     bar.close()
 
 

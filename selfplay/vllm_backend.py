@@ -95,6 +95,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         from selfplay.hf_backend import sample_seed
+        from selfplay.progress import make_bar
 
         # One engine request per (request, sample j), seeded with the same seed-derived stream j as
         # the HF backend. Not SamplingParams(n=K, seed=s): vLLM seeds its K children s, s+1, ...,
@@ -104,10 +105,11 @@ class VLLMBackend:
         # so what it gets does not depend on the rest of the batch.
         token_ids = [self._prompt_ids(r.prompt) for r in requests]
         prompts = [{"prompt_token_ids": ids} for ids in token_ids for _ in range(spec.n)]
-        params = [SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p,
+        params = [SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k or -1,
                                  max_tokens=spec.max_new_tokens, seed=sample_seed(r.seed, j))
                   for r in requests for j in range(spec.n)]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        # vLLM draws its bar with our factory: the driver's live bar while quiet, the log keeps its text.
+        outputs = self.llm.generate(prompts, params, use_tqdm=make_bar) if prompts else []
         flat = [self._completion(o.outputs[0]) for o in outputs]
         return [flat[k * spec.n:(k + 1) * spec.n] for k in range(len(requests))]
 

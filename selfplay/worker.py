@@ -46,10 +46,11 @@ class Worker:
         # Before any forward: FSDP2 keeps the root's parameters unsharded after a no-grad forward, and an
         # optimizer built then would hold those temporary tensors instead of the sharded parameters.
         self.opt, self.sched = make_optimizer(self.model, self.cfg.train, total_steps)
-        self.algo = get_algorithm(self.cfg.algorithm)
+        self.algo = job.algo or get_algorithm(self.cfg.algorithm)
         self.probe = WeightProbe(self.model)
         self.step_log: list[dict] = []   # per optimizer step: loss, lr, grad norm, log-ratios, accuracy
         self._phase = "train"
+        self._frozen: dict[str, torch.nn.Module] = {}   # online updates: frozen references, loaded once
 
     # ------------------------------------------------------------ the operations updates are made of
 
@@ -77,6 +78,30 @@ class Worker:
         run_epochs(len(pairs), self.cfg, rng, result, lambda batch: self._step(pairs, refs, batch),
                    desc=f"{desc}[{self.world}]" if self.world > 1 else desc, show_bar=self.rank == 0)
         self.model.eval()
+
+    def step_on(self, pairs, refs) -> float:
+        """One optimizer step on all of `pairs` (an online update's fresh batch); the global batch loss."""
+        self.model.train()
+        self._phase = "online"
+        return self._step(pairs, refs, list(range(len(pairs))))
+
+    def frozen_references(self, pairs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Reference log-probs for pairs sampled mid-update: from frozen models kept for the whole update
+        (LoRA: the base with its adapters disabled), never from the moving policy."""
+        out = {}
+        for name, path in self.job.references.items():
+            if self.spec.lora_rank > 0 and path == self.job.policy_path:
+                with self._forward_model().disable_adapter():
+                    out[name] = self._score(self._forward_model(), pairs)
+                continue
+            if path not in self._frozen:
+                self._frozen[path] = load_policy(path, self.cfg.model.dtype, self.device)[1].eval()
+            out[name] = self._score(self._frozen[path], pairs)
+        return out
+
+    def live_model(self):
+        """The model to sample from with the current weights (unwrapped from DDP)."""
+        return self._forward_model()
 
     def snapshot(self) -> tuple[list[torch.Tensor], dict]:
         """This worker's trainable weights (its shards) and optimizer state, copied to host memory."""

@@ -95,24 +95,36 @@ def test_inpo_pairs_by_k():
     assert inpo.uses_tournament(8) and inpo.uses_tournament(4) and not inpo.uses_tournament(5)
 
 
-# ---- DNO: large-margin filter and replay (arXiv 2404.03715 Alg. 2) -------------------------------
+# ---- DNO: score-based large-margin pairs and replay (arXiv 2404.03715 §5.1, Alg. 2; more in tests/test_dno.py) ----
 
-def test_dno_margin_filter_on_win_rates():
-    m = np.array([[0.5, 0.9, 0.8], [0.1, 0.5, 0.6], [0.2, 0.4, 0.5]])   # win rates 0.733, 0.4, 0.367
-    pairs = dno.make_pairs([judged(m)], ctx(dno_margin=0.2))
-    assert {(p.chosen_idx, p.rejected_idx) for p in pairs} == {(0, 1), (0, 2)}
-    pairs = dno.make_pairs([judged(m)], ctx(dno_margin=0.0))
-    assert {(p.chosen_idx, p.rejected_idx) for p in pairs} == {(0, 1), (0, 2), (1, 2)}
-    assert all(p.chosen_winrate - p.rejected_winrate > 0 and p.target == 1.0 for p in pairs)
-    assert dno.make_pairs([judged(np.full((3, 3), 0.5))], ctx()) == []   # all tied: nothing
+def scored(scores, pid="p0", teacher_idx=-1):
+    """A judged prompt with absolute scores (what judge.mode=rubric or the oracle writes)."""
+    from judges.self_reward import score_matrix
+    s = np.asarray(scores, dtype=float)
+    return JudgedPrompt(pid, "Describe the ocean.", [f"r{i}" for i in range(len(s))], [1] * len(s),
+                        score_matrix(s).tolist(), "test", scores=s.tolist(), teacher_idx=teacher_idx)
+
+
+def test_dno_pairs_from_scores_as_published():
+    # 6-point rubric, teacher at index 3: positives score >= 5; teacher positive needs 2 points, student 1
+    pairs = dno.make_pairs([scored([5, 4, 2, 5], teacher_idx=3)], ctx())
+    assert {(p.chosen_idx, p.rejected_idx) for p in pairs} == {(0, 1), (0, 2), (3, 2)}   # not (3, 1): 1 < 2
+    assert all(p.target == 1.0 and p.round == 1 and p.chosen_winrate > p.rejected_winrate for p in pairs)
+    assert dno.make_pairs([scored([4, 3, 1])], ctx()) == []               # no positive: nothing
+    assert dno.make_pairs([scored([5, 5, 5])], ctx()) == []               # all tied: nothing
+
+
+def test_dno_refuses_judgments_without_scores():
+    with pytest.raises(ValueError, match="needs a score per response"):
+        dno.make_pairs([judged([[0.5, 0.9], [0.1, 0.5]])], ctx())
 
 
 def _save_pairs(path, round_, n, replayed=0):
     import datasets
-    from selfplay.records import to_rows
+    from selfplay.records import pair_to_row
     rows = [PreferencePair("x", f"c{round_}_{i}", "r", f"p{round_}_{i}", 0.8, 0.2, round=round_) for i in range(n)]
     rows += [PreferencePair("x", f"old{i}", "r", f"q{i}", 0.8, 0.2, round=round_ - 1) for i in range(replayed)]
-    datasets.Dataset.from_list(to_rows(rows)).save_to_disk(str(path))
+    datasets.Dataset.from_list([pair_to_row(p) for p in rows]).save_to_disk(str(path))   # what stages.preferences writes
     return path
 
 
@@ -120,17 +132,17 @@ def test_dno_replay_fractions_are_halved_per_round_and_deterministic(tmp_path):
     assert dno.replay_fraction(0.3, 1) == 0.3 and dno.replay_fraction(0.3, 2) == 0.15
     earlier = (_save_pairs(tmp_path / "r1", 1, 20), _save_pairs(tmp_path / "r2", 2, 10, replayed=4))
     c = PairContext(round=3, loss=LossConfig(dno_replay=0.3), earlier_preferences=earlier, seed=0)
-    fresh = dno.make_pairs([judged([[0.5, 0.9], [0.1, 0.5]])], c)
+    fresh = dno.make_pairs([scored([6, 2])], c)
     replayed = fresh[1:]
     assert fresh[0].round == 3
     assert sum(p.round == 2 for p in replayed) == 3             # 30% of round 2's own 10 pairs
     assert sum(p.round == 1 for p in replayed) == 3             # 15% of round 1's 20 (not its replays)
     assert not any(p.chosen.startswith("old") for p in replayed)
-    assert dno.make_pairs([judged([[0.5, 0.9], [0.1, 0.5]])], c) == fresh
+    assert dno.make_pairs([scored([6, 2])], c) == fresh
     other = PairContext(round=3, loss=c.loss, earlier_preferences=earlier, seed=1)
-    assert dno.make_pairs([judged([[0.5, 0.9], [0.1, 0.5]])], other) != fresh
+    assert dno.make_pairs([scored([6, 2])], other) != fresh
     no_replay = PairContext(round=3, loss=LossConfig(dno_replay=0.0), earlier_preferences=earlier)
-    assert len(dno.make_pairs([judged([[0.5, 0.9], [0.1, 0.5]])], no_replay)) == 1
+    assert len(dno.make_pairs([scored([6, 2])], no_replay)) == 1
 
 
 # ---- EGPO: P(a ≻ y″), P(b ≻ y″) from the matrix (spec §4.4) --------------------------------------

@@ -87,8 +87,6 @@ def test_per_prompt_consistency_is_keyed_by_id_and_a_short_prompt_shifts_nothing
     for pid, want in EXPECTED.items():
         assert c[pid] == pytest.approx(want), pid
     assert c["solo"] == pytest.approx(mean)            # no computable C → the dataset mean (CREAM's fallback)
-    # what the official zip(set(keys), rates) would risk: the rates list has only 3 entries for 4 ids
-    assert [c[i] for i in IDS if i != "solo"] == pytest.approx([1.0, 0.0, 1 / 3])
     assert j.loaded == ["P", "R", "Q"]                  # each model loaded once; reference log-probs reused
     d = j.diagnostics()
     assert d["reward"] == d["previous_reward"] == "logratio"
@@ -102,6 +100,47 @@ def test_per_prompt_consistency_is_keyed_by_id_and_a_short_prompt_shifts_nothing
     assert set(pairs) == {"z-9", "a-1", "m-5"}
     assert (pairs["m-5"].chosen, pairs["m-5"].rejected) == ("h", "i")
     assert pairs["a-1"].target == 0.0 and pairs["m-5"].target == pytest.approx(1 / 3)
+
+
+def official_zip_alignment(prompt_ids, rates_in_prompt_order):
+    """The official cal_consistency.py:71 (algorithms.md §8.3), re-stated: the rate loop `continue`s on a
+    prompt whose C cannot be computed, so its list of rates is shorter than the prompt keys, and the
+    keys are zipped with that list; the data loader then gives the dataset mean to keys left without a
+    rate. (The official code zips a *set* of keys, whose order is not even the prompts' order; taking
+    the keys in prompt order is the most favourable reading, and the rates still shift.)"""
+    rates = [r for r in rates_in_prompt_order if r is not None]
+    got = dict(zip(list(prompt_ids), rates))
+    mean = float(np.mean(rates))
+    return {pid: got.get(pid, mean) for pid in prompt_ids}
+
+
+def test_per_prompt_consistency_does_not_have_the_official_zip_bug():
+    """The project has no switch to reproduce the official misalignment (judge.consistency is only
+    per_prompt | mean), so: on prompts where one early prompt has no C, the official alignment gives
+    three of the four prompts someone else's rate; the judge must give each its own."""
+    import dataclasses
+    assert {f.name for f in dataclasses.fields(JudgeConfig)} >= {"consistency"}
+    with pytest.raises(ConfigError, match="judge.consistency"):      # no "official"/"zip" mode exists
+        load_config(None, ["judge.consistency=official"])
+
+    own = {**EXPECTED, "solo": float(np.mean(list(EXPECTED.values())))}   # each prompt's own C (solo: the mean)
+    by_position = [EXPECTED.get(pid) for pid in IDS]                     # None for "solo" (one response)
+    buggy = official_zip_alignment(IDS, by_position)
+    assert buggy == pytest.approx({"z-9": 1.0, "solo": 0.0, "a-1": 1 / 3, "m-5": 4 / 9})
+    assert [pid for pid in IDS if abs(buggy[pid] - own[pid]) > 1e-9] == ["solo", "a-1", "m-5"]
+
+    j = ScriptedCream(_tables(), "P", "Q", "R", mode="per_prompt")
+    mats = j.matrices(PROMPTS, RESPONSES)
+    c = j.consistency(IDS, PROMPTS, RESPONSES)
+    assert c == pytest.approx(own)
+    for pid in ("solo", "a-1", "m-5"):
+        assert abs(c[pid] - buggy[pid]) > 0.1, pid
+    # and the training label follows: CREAM's soft DPO label for a-1 is its own C = 0 (reversed rankings),
+    # where the official alignment would have trained it with m-5's 1/3
+    judged = [JudgedPrompt(i, p, rs, [1] * len(rs), m.tolist(), "cream", c[i])
+              for i, p, rs, m in zip(IDS, PROMPTS, RESPONSES, mats)]
+    targets = {p.prompt_id: p.target for p in best_worst_pairs(judged, PairContext(round=2, loss=None))}
+    assert targets["a-1"] == 0.0 and buggy["a-1"] == pytest.approx(1 / 3)
 
 
 def test_mean_mode_gives_every_prompt_the_dataset_mean():
@@ -215,7 +254,7 @@ def test_judge_stage_stores_c_per_prompt_and_reports_diagnostics(tmp_path, monke
     stages._save(rows, tmp_path / "gen")
     monkeypatch.setattr(judges.registry, "build_judge",
                         lambda name, cfg, ctx: ScriptedCream(_tables(), "P", "Q", "R"))
-    cfg = load_config(None, ["algorithm=dpo", "judge.name=cream"])
+    cfg = load_config(None, ["algorithm=dpo", "judge.name=cream", "init.sft_data=builtin:arena/sft"])
     info = stages.judge(tmp_path / "gen", cfg, JudgeContext(), tmp_path / "judged")
     assert info["judge"] == "cream" and info["consistency_mean"] == pytest.approx((1 + 0 + 1 / 3 + 4 / 9) / 4)
     assert info["models_loaded"] == 3 and info["consistency_computed"] == 3 and info["pairs"] == 6 + 0 + 6 + 12
@@ -227,10 +266,11 @@ def test_judge_stage_stores_c_per_prompt_and_reports_diagnostics(tmp_path, monke
 
 
 def test_config_validates_consistency_mode():
-    assert load_config(None, ["judge.name=cream", "judge.consistency=mean"]).judge.consistency == "mean"
+    sft = "init.sft_data=builtin:arena/sft"   # CREAM needs its SFT model M1 (config: cream without it is refused)
+    assert load_config(None, ["judge.name=cream", "judge.consistency=mean", sft]).judge.consistency == "mean"
     with pytest.raises(ConfigError, match="judge.consistency"):
         load_config(None, ["judge.consistency=spearman"])
     with pytest.raises(ConfigError, match="^eval_judge.consistency"):
         load_config(None, ["eval_judge.name=cream", "eval_judge.consistency=spearman"])
     with pytest.raises(ConfigError, match="^judge.num_actors"):   # a dataset mean cannot be split over actors
-        load_config(None, ["judge.name=cream", "judge.consistency=mean", "judge.num_actors=2"])
+        load_config(None, ["judge.name=cream", "judge.consistency=mean", "judge.num_actors=2", sft])

@@ -69,20 +69,27 @@ def test_judge_diagnostics_reach_the_manifest_and_metrics(run):
     if name == "self_reward":
         assert j["score_mode"] == "logprobs" and j["parse_failures"] == 0 and j["parse_failure_rate"] == 0.0
         assert 0 < j["responses_scored"] <= 16 * 4 and 0 <= j["mean_score"] <= 5
-    if name == "cream":
-        assert j["consistency_mean"] == 1.0                 # round 1: no previous model, plain DPO
-        assert j["reward"] == "length_normalised_ll"        # π_0 is both policy and reference in round 1
-        assert j["models_loaded"] == 1
+    if name == "cream":   # round 1 starts from the SFT model M1 (init.sft_data) and compares it with the base M0
+        assert j["reward"] == "logratio"                    # r = log π_M1 − log π_M0
+        assert j["previous_reward"] == "length_normalised_ll"   # M0 is its own reference
+        assert j["models_loaded"] >= 2 and j["consistency_computed"] == 16
+        assert j["consistency_mean"] < 1.0                  # two different models: not plain DPO
 
 
 def test_pair_targets_are_the_judged_consistency(run):
-    """Each pair's soft label is its prompt's consistency rate: C = 1 in round 1 for CREAM, 1 for every other judge."""
+    """Each pair's soft label is its prompt's consistency rate: CREAM's C (M1 against M0 in round 1, some
+    prompts below 1), 1 for every other judge."""
     import datasets
-    _, run_dir, _, _ = run
+    name, run_dir, _, _ = run
     judged = datasets.load_from_disk(str(run_dir / "round_1/judgments"))
     prefs = datasets.load_from_disk(str(run_dir / "round_1/preferences"))
     consistency = dict(zip(judged["prompt_id"], judged["consistency"]))
-    assert [consistency[p] for p in prefs["prompt_id"]] == prefs["target"] and set(prefs["target"]) == {1.0}
+    assert [consistency[p] for p in prefs["prompt_id"]] == prefs["target"]
+    if name == "cream":
+        assert min(prefs["target"]) < 1.0
+        assert (run_dir / "round_0/base/model.safetensors").exists()   # M0 kept beside the SFT model
+    else:
+        assert set(prefs["target"]) == {1.0}
 
 
 @pytest.fixture(scope="module")

@@ -175,9 +175,105 @@ def test_extreme_inputs_give_finite_losses_and_gradients():
             assert g is None or torch.isfinite(g).all()
 
 
-def test_registry_lists_every_loss_and_rejects_unknown_names():
-    assert L.LOSSES == {"dpo": L.dpo_loss, "ipo": L.ipo_loss, "sppo": L.sppo_loss, "inpo": L.inpo_loss,
-                        "dno": L.dno_loss, "egpo": L.egpo_loss}
-    assert L.get_loss("egpo") is L.egpo_loss
+# Independent formulas, written out from the papers' equations with plain torch (no selfplay.losses).
+# lsig(x) = log σ(x) = −log(1 + e^{−x}); every input below is O(1), so the naive form is exact enough.
+
+def lsig(x):
+    return -torch.log1p(torch.exp(-x))
+
+
+FORMULAS = {   # LOSSES name: (argument names, formula)
+    # DPO, arXiv 2305.18290 Eq. 7 (+ conservative label smoothing ls)
+    "dpo": (("pc", "pr", "rc", "rr", "beta", "ls"),
+            lambda pc, pr, rc, rr, beta, ls: -(1 - ls) * lsig(beta * ((pc - rc) - (pr - rr)))
+            - ls * lsig(-beta * ((pc - rc) - (pr - rr)))),
+    # IPO, arXiv 2310.12036 Eq. 17: (h − 1/(2τ))²
+    "ipo": (("pc", "pr", "rc", "rr", "beta"),
+            lambda pc, pr, rc, rr, beta: ((pc - rc) - (pr - rr) - 1 / (2 * beta)) ** 2),
+    # SPPO, arXiv 2405.00675 Eq. 4.7 as in its code: ½Σ_{y ∈ {w, l}} (log π/π_t(y) − η(P̂(y ≻ π_t) − ½))²
+    "sppo": (("pc", "pr", "rc", "rr", "wc", "wr", "eta"),
+             lambda pc, pr, rc, rr, wc, wr, eta: ((pc - rc - eta * (wc - 0.5)) ** 2
+                                                  + (pr - rr - eta * (wr - 0.5)) ** 2) / 2),
+    # INPO, arXiv 2407.00617 Algorithm 1 / Eq. 8: (h − 1/(2η))², reference π_ref^{τ/η} π_t^{1−τ/η}
+    "inpo": (("pc", "pr", "rc", "rr", "vc", "vr", "eta", "tau"),
+             lambda pc, pr, rc, rr, vc, vr, eta, tau: ((pc - pr) - tau / eta * (rc - rr)
+                                                       - (1 - tau / eta) * (vc - vr) - 1 / (2 * eta)) ** 2),
+    # DNO, arXiv 2404.03715 Eq. 12 (soft target z) against π_t
+    "dno": (("pc", "pr", "vc", "vr", "beta", "z"),
+            lambda pc, pr, vc, vr, beta, z: -z * lsig(beta * ((pc - vc) - (pr - vr)))
+            - (1 - z) * lsig(-beta * ((pc - vc) - (pr - vr)))),
+    # EGPO's online IPO loss (code simulations/loss_funcs.py): (h_ref(y, y') − (P(y ≻ y″) − P(y' ≻ y″))/β)²
+    "egpo": (("pc", "pr", "rc", "rr", "wc", "wr", "beta"),
+             lambda pc, pr, rc, rr, wc, wr, beta: ((pc - rc) - (pr - rr) - (wc - wr) / beta) ** 2),
+}
+
+
+def batch(seed=0, b=5):
+    g = torch.Generator().manual_seed(seed)
+    logp = lambda: -1 - 4 * torch.rand(b, generator=g, dtype=torch.float64)  # noqa: E731
+    prob = lambda: torch.rand(b, generator=g, dtype=torch.float64)           # noqa: E731
+    return {"pc": logp(), "pr": logp(), "rc": logp(), "rr": logp(), "vc": logp(), "vr": logp(), "oc": logp(),
+            "or": logp(), "wc": prob(), "wr": prob(), "z": prob()}
+
+
+def test_every_registered_loss_equals_its_paper_formula():
+    x = batch()
+    scalars = {"beta": 0.35, "eta": 1.7, "tau": 0.4, "ls": 0.15}
+    assert set(L.LOSSES) == set(FORMULAS), "a registered loss has no independent formula here"
+    for name, (args, formula) in FORMULAS.items():
+        vals = [x.get(a, scalars.get(a)) for a in args]
+        got = L.get_loss(name)(*vals)
+        torch.testing.assert_close(got, formula(*vals), rtol=0, atol=1e-12, msg=name)
+
+
+# Each round algorithm: the reference names it reads and its loss, from the paper, on PairTensors whose
+# references all differ ("previous" = π_t, "initial" = π_ref, "previous2" = π_{t−1}).
+def _dpo(pc, pr, rc, rr, beta, ls):
+    return FORMULAS["dpo"][1](pc, pr, rc, rr, beta, ls)
+
+
+def _sppo(pc, pr, rc, rr, wc, wr, eta):
+    return FORMULAS["sppo"][1](pc, pr, rc, rr, wc, wr, eta)
+
+
+ALGORITHM_FORMULAS = {   # name: (references read, formula of (x, loss config))
+    "sppo": (("previous",), lambda x, c: _sppo(x["pc"], x["pr"], x["vc"], x["vr"], x["wc"], x["wr"], c.eta)),
+    "inpo": (("initial", "previous"),
+             lambda x, c: FORMULAS["inpo"][1](x["pc"], x["pr"], x["rc"], x["rr"], x["vc"], x["vr"], c.eta, c.tau)),
+    "dno": (("previous",), lambda x, c: FORMULAS["dno"][1](x["pc"], x["pr"], x["vc"], x["vr"], c.beta, x["z"])),
+    "egpo": (("initial",),
+             lambda x, c: FORMULAS["egpo"][1](x["pc"], x["pr"], x["rc"], x["rr"], x["wc"], x["wr"], c.beta)),
+    # iterative DPO against π_t; CREAM's consistency C (the pair's target) softens the label: ls = 1 − C(1 − ls₀)
+    "dpo": (("previous",),
+            lambda x, c: _dpo(x["pc"], x["pr"], x["vc"], x["vr"], c.beta, 1 - x["z"] * (1 - c.label_smoothing))),
+    "ipo": (("previous",), lambda x, c: FORMULAS["ipo"][1](x["pc"], x["pr"], x["vc"], x["vr"], c.beta)),
+    # APO (reconstruction): the base loss against log π̂ = (1+α) log π_t − α log π_{t−1}
+    "apo": (("previous", "previous2"),
+            lambda x, c: (_dpo(x["pc"], x["pr"], (1 + c.alpha) * x["vc"] - c.alpha * x["oc"],
+                               (1 + c.alpha) * x["vr"] - c.alpha * x["or"], c.beta,
+                               1 - x["z"] * (1 - c.label_smoothing)) if c.apo_base == "dpo" else
+                          _sppo(x["pc"], x["pr"], (1 + c.alpha) * x["vc"] - c.alpha * x["oc"],
+                                (1 + c.alpha) * x["vr"] - c.alpha * x["or"], x["wc"], x["wr"], c.eta))),
+}
+
+
+@pytest.mark.parametrize("apo_base", ["sppo", "dpo"])
+def test_every_registered_algorithm_loss_equals_its_paper_formula(apo_base):
+    from selfplay.algorithms import ALGORITHMS, PairTensors
+    from selfplay.config import LossConfig
+    x = batch(1)
+    cfg = LossConfig(eta=1.7, beta=0.35, tau=0.4, alpha=0.3, apo_base=apo_base, label_smoothing=0.15)
+    assert set(ALGORITHMS) == set(ALGORITHM_FORMULAS), "a registered algorithm has no independent formula here"
+    every = {"previous": (x["vc"], x["vr"]), "initial": (x["rc"], x["rr"]), "previous2": (x["oc"], x["or"])}
+    for name, (refs, formula) in ALGORITHM_FORMULAS.items():
+        algo = ALGORITHMS[name]
+        assert tuple(algo.references) == refs, name
+        # only the references the algorithm declares are present: reading any other one raises KeyError
+        t = PairTensors(x["pc"], x["pr"], {k: every[k] for k in refs}, x["wc"], x["wr"], x["z"])
+        torch.testing.assert_close(algo.loss(t, cfg), formula(x, cfg), rtol=0, atol=1e-12, msg=name)
+
+
+def test_unknown_loss_names_are_rejected():
+    assert L.get_loss("egpo") is L.LOSSES["egpo"]
     with pytest.raises(ValueError, match="'ppo'.*dno, dpo, egpo, inpo, ipo, sppo"):
         L.get_loss("ppo")

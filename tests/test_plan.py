@@ -42,7 +42,8 @@ def test_every_config_plans_every_round_it_has_prompts_for(config, capsys):
         assert 12 <= len(lines) <= 25
         top = next(i for i, ln in enumerate(lines) if ln.startswith("stage "))
         rows = lines[top + 1: lines.index("", top)]
-        assert [ln.split()[0] for ln in rows] == (["init", "eval"] if n == 1 else []) + [
+        round0 = ["init"] + (["sft"] if load_config(config).init.sft_data else []) + ["eval"]
+        assert [ln.split()[0] for ln in rows] == (round0 if n == 1 else []) + [
             "generate", "judge", "preferences", "train", "evaluate", "eval"]
 
 

@@ -32,6 +32,14 @@ def test_artifacts_and_manifests(run):
         prefs = datasets.load_from_disk(str(run / f"round_{n}/preferences"))
         assert {"prompt", "chosen", "rejected", "chosen_winrate", "rejected_winrate"} <= set(prefs.column_names)
         assert all(c >= r for c, r in zip(prefs["chosen_winrate"], prefs["rejected_winrate"]))
+        # TRL's conversational preference format (tests/test_trl.py trains TRL's DPOTrainer on it)
+        assert prefs[0]["prompt"][0]["role"] == "user" and prefs[0]["chosen"][0]["role"] == "assistant"
+        gen_cfg = json.loads((run / f"round_{n}/policy/generation_config.json").read_text())
+        assert gen_cfg["do_sample"] is True and gen_cfg["max_new_tokens"] == 16
+        assert f"| round | {n} |" in (run / f"round_{n}/policy/README.md").read_text()
+    for n in (0, 1, 2):
+        rows = json.loads((run / f"round_{n}/eval/alpaca_eval.json").read_text())
+        assert len(rows) == 24 and {r["generator"] for r in rows} == {f"{run.name}/round_{n}"}
         gens = datasets.load_from_disk(str(run / f"round_{n}/generations"))
         assert len(gens) == 24 * 4 and len(set(gens["seed"])) == 24
 

@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pipelines.stats import (bootstrap_mean_interval, bradley_terry, find_cycles, length_controlled_winrate,
-                             wilson_interval, winrate_summary)
+from pipelines.stats import (bootstrap_mean_interval, bradley_terry, find_cycles, length_controlled_interval,
+                             length_controlled_winrate, wilson_interval, winrate_summary)
 
 
 def _sigmoid(x):
@@ -98,6 +98,38 @@ def test_length_controlled_degenerate_inputs():
     assert np.isnan(length_controlled_winrate(np.array([np.nan]), np.ones(1), np.ones(1)))
 
 
+def _lc_data(prompts: int, seed: int = 0, per_prompt: int = 4):
+    """Soft labels whose wins are partly quality (θ = 0.4), partly length (φ = 1), prompts of varying difficulty."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(5, 20, (prompts, per_prompt))
+    difficulty = rng.normal(0, 0.5, (prompts, 1))
+    p = _sigmoid(0.4 + difficulty + np.tanh(d / 20) + rng.normal(0, 0.5, d.shape))
+    return p, 50 + d, np.full_like(d, 50)
+
+
+def test_length_controlled_interval_contains_the_estimate_and_narrows_with_prompts():
+    widths = []
+    for prompts in (48, 768):
+        p, ln, lo_ = _lc_data(prompts)
+        lc = length_controlled_winrate(p, ln, lo_)
+        lo, hi = length_controlled_interval(p, ln, lo_)
+        assert lo < lc < hi and 0 < lo and hi < 1
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2.5                       # ~1/sqrt(16) = 1/4 in theory
+
+
+def test_length_controlled_interval_is_seeded_and_handles_abstentions():
+    p, ln, lo_ = _lc_data(64, seed=3)
+    assert length_controlled_interval(p, ln, lo_) == length_controlled_interval(p, ln, lo_)
+    assert length_controlled_interval(p, ln, lo_, seed=1) != length_controlled_interval(p, ln, lo_)
+    silent = np.vstack([p, np.full((1, p.shape[1]), np.nan)])        # a prompt where the judge always abstained
+    extra = np.vstack([ln, np.ones((1, ln.shape[1]))]), np.vstack([lo_, np.ones((1, lo_.shape[1]))])
+    assert length_controlled_interval(silent, *extra) == length_controlled_interval(p, ln, lo_)
+    lo, hi = length_controlled_interval(p[:, 0], ln[:, 0], lo_[:, 0], n_boot=50)   # 1-D: one comparison each
+    assert lo < length_controlled_winrate(p[:, 0], ln[:, 0], lo_[:, 0]) < hi
+    assert all(np.isnan(length_controlled_interval(np.full((3, 2), np.nan), np.ones((3, 2)), np.ones((3, 2)))))
+
+
 def _elo_rates(r: np.ndarray) -> np.ndarray:
     return 1 / (1 + 10 ** (-(r[:, None] - r[None, :]) / 400))
 
@@ -155,3 +187,28 @@ def test_cycles_each_listed_once_in_a_larger_tournament():
     for i, j in beats:
         w[i, j], w[j, i] = 0.7, 0.3
     assert find_cycles(w) == [(0, 1, 2), (0, 1, 3)]
+
+
+def test_compare_rounds_reports_the_lc_interval(monkeypatch):
+    """evaluate.compare_rounds puts a bootstrap interval over prompts around its LC win rate."""
+    from types import SimpleNamespace
+
+    import pipelines.evaluate as ev
+
+    rng = np.random.default_rng(4)
+    gens = {}
+    for who, extra in (("new", 6), ("old", 0)):
+        gens[who] = [(f"p{k}", f"prompt {k}", [{"response": who + " " + "x" * int(n), "n_tokens": int(n)}
+                                               for n in rng.integers(5, 15, 2) + extra]) for k in range(40)]
+    monkeypatch.setattr(ev, "group_generations", lambda d: gens[str(d)])
+
+    class Judge:   # prefers the new policy a little, and longer answers a lot
+        name = "fake"
+
+        def compare(self, prompts, a, b):
+            q = [0.3 * ((x[:3] == "new") - (y[:3] == "new")) + 0.15 * (len(x) - len(y)) for x, y in zip(a, b)]
+            return list(_sigmoid(np.asarray(q) + rng.normal(0, 0.3, len(q))))
+
+    s = ev.compare_rounds("new", "old", Judge(), SimpleNamespace(eval=SimpleNamespace(ci_method="bootstrap")))
+    assert s["lc_ci_low"] < s["lc"] < s["lc_ci_high"] and s["lc"] < s["mean"]     # length inflated the raw rate
+    assert s["lc_ci_high"] - s["lc_ci_low"] < 0.5

@@ -1,9 +1,10 @@
-"""Job submission: the job's shape, the shared-run-dir check, and one real round through a Ray head.
+"""Job submission: the job's shape, the preflight, the shared-run-dir check, and one real round
+through a Ray head started as docs/cluster.md says.
 
-The slow test starts a head with `ray start --head --block` on loopback (its own temp dir and
-free ports) and stops it by signalling that process, whose shutdown hook ends the node's
-processes. `ray stop` is not used: it ends every Ray process of the user on the machine,
-including clusters that are not ours.
+The slow test runs the head-start command of docs/cluster.md section 2 (read from the doc, with free
+ports and its own temp dir), with a PATH that has no virtual environment on it, then `make submit`.
+It stops that head by ending, by pid, the processes of its own temp dir and their children: `ray stop`
+ends every Ray process of the user on the machine, including clusters that are not ours.
 """
 from __future__ import annotations
 
@@ -21,22 +22,79 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.submit import (EXCLUDES, SharedRunDirError, build_job, check_shared_run_dir, main, probe_run_dir,
-                              shared_dir_report)
+from pipelines.submit import (EXCLUDES, PREFLIGHT_TAG, SharedRunDirError, assets_dir, build_job, check_shared_run_dir,
+                              main, preflight_entrypoint, preflight_report, probe_run_dir, shared_dir_report,
+                              uses_builtin_assets)
+from selfplay.data import DataError, assets_root
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.prompts_per_round=16", "data.eval_limit=16", "generation.k=3", "train.epochs=1", "wandb.mode=disabled",
-        "generation.max_new_tokens=12"]
 
 
-def test_job_runs_the_round_driver_from_the_uploaded_repo(tmp_path):
+def test_job_runs_the_round_driver_from_the_uploaded_repo_with_the_submitting_python(tmp_path):
     entry, env = build_job("1-3", "configs/arena_sppo.yaml", ["train.lr=1e-4", f"run_dir={tmp_path}"])
-    assert shlex.split(entry) == ["python", "-m", "pipelines.round", "--round", "1-3", "--config",
+    assert shlex.split(entry) == [sys.executable, "-m", "pipelines.round", "--round", "1-3", "--config",
                                   "configs/arena_sppo.yaml", "train.lr=1e-4", f"run_dir={tmp_path}"]
     assert env["working_dir"] == str(REPO)
     assert {"runs/", ".venv*", ".git", "__pycache__", "artifacts/"} <= set(env["excludes"])
     assert "pip" not in env and "conda" not in env and "uv" not in env   # the cluster's env is used as is
-    assert env["env_vars"]["SELFPLAY_ASSETS"] in (os.environ.get("SELFPLAY_ASSETS"), str(tmp_path / "assets"))
+    # the one assets location, absolute (the job's cwd is a copy without assets/), never built by the job
+    assert env["env_vars"]["SELFPLAY_ASSETS"] == assets_dir() and os.path.isabs(assets_dir())
+    assert env["env_vars"]["SELFPLAY_ASSETS_BUILD"] == "0"
+    with pytest.raises(ValueError, match="absolute path to an interpreter"):
+        build_job("1", "configs/arena_sppo.yaml", [f"run_dir={tmp_path}"], python="python")
+
+
+def test_assets_dir_is_absolute_from_the_env_or_the_repo(monkeypatch, tmp_path):
+    monkeypatch.delenv("SELFPLAY_ASSETS", raising=False)
+    assert assets_dir() == str(REPO / "assets")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SELFPLAY_ASSETS", "shared/assets")
+    assert assets_dir() == str(tmp_path / "shared/assets")
+
+
+def test_a_job_never_builds_missing_assets(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFPLAY_ASSETS", str(tmp_path))
+    assert assets_root() == tmp_path / "arena"            # by default, resolve_builtin builds them here
+    monkeypatch.setenv("SELFPLAY_ASSETS_BUILD", "0")
+    with pytest.raises(DataError, match=r"missing or stale at .*/arena on .*make assets"):
+        assets_root()
+    (tmp_path / "arena").mkdir()
+    (tmp_path / "arena/manifest.json").write_text('{"key": "another spec"}')
+    with pytest.raises(DataError, match="missing or stale"):
+        assets_root()
+
+
+def test_only_configs_naming_builtin_assets_need_them():
+    assert uses_builtin_assets("configs/arena_sppo.yaml", [])
+    assert not uses_builtin_assets("configs/paper/sppo_mistral7b_pairrm.yaml", [])
+    assert uses_builtin_assets("configs/paper/sppo_mistral7b_pairrm.yaml", ["data.eval_prompts=builtin:arena/eval"])
+
+
+def _report(**probe) -> str:
+    return preflight_report("/venv/bin/python", "/shared/assets", True, f"noise\n{PREFLIGHT_TAG} {json.dumps(probe)}\n")
+
+
+def test_preflight_names_the_fix_for_each_failure():
+    msg = _report(missing=True, host="head1")
+    assert "/venv/bin/python does not exist (or is not executable) on the Ray head (head1)" in msg
+    assert "/venv/bin/ray start --head" in msg
+    assert "cannot import torch (ModuleNotFoundError" in _report(host="h", python="3.11.9",
+                                                                 torch_error="ModuleNotFoundError: torch")
+    assert "cannot join the cluster" in _report(host="h", python="3.12.1", torch="2.13", ray="2.59.0",
+                                                ray_error="RuntimeError: Version mismatch")
+    msg = _report(host="h", python="3.11.9", torch="2.13", ray="2.60.0", assets=False)
+    assert "not at /shared/assets/arena" in msg and "make assets" in msg
+    assert _report(host="h", python="3.11.9", torch="2.13", ray="2.60.0", assets=True) == ""
+    assert preflight_report("/p", "/a", False, f"{PREFLIGHT_TAG} " + json.dumps({"assets": False})) == ""
+    assert "did not report" in preflight_report("/p", "/a", False, "sh: 1: oops")
+
+
+def test_preflight_entrypoint_reports_a_missing_interpreter_in_sh(tmp_path):
+    cmd = preflight_entrypoint(str(tmp_path / "no such dir/python"), "/a b")
+    out = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    msg = preflight_report(str(tmp_path / "x"), "/a", True, out.stdout)
+    assert "does not exist (or is not executable) on the Ray head" in msg
 
 
 def test_relative_run_dir_and_bad_rounds_are_refused_before_submitting(capsys):
@@ -45,6 +103,9 @@ def test_relative_run_dir_and_bad_rounds_are_refused_before_submitting(capsys):
     assert main(["--address", "http://127.0.0.1:1", "--round", "3-1", "run_dir=/shared/x"]) == 2
     assert main(["--address", "127.0.0.1:6379", "--round", "1", "run_dir=/shared/x"]) == 2
     assert "dashboard URL" in capsys.readouterr().err
+    port = _free_ports(1)[0]   # nothing listens there
+    assert main(["--address", f"http://127.0.0.1:{port}", "--round", "1", "run_dir=/shared/x"]) == 2
+    assert f"cannot reach the Ray dashboard at http://127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_probe_sees_the_marker_or_says_why(tmp_path):
@@ -69,7 +130,12 @@ def test_check_probes_every_node_and_cleans_up(ray_local, tmp_path):
     assert list((tmp_path / "run").iterdir()) == []         # the marker is gone
 
 
-# ---------------------------------------------------------------- a real head, one round
+# ---------------------------------------------------------------- a real head started as documented, one round
+
+DOC = REPO / "docs" / "cluster.md"
+TINY = ["data.prompts_per_round=16", "data.eval_limit=16", "generation.k=2", "train.epochs=1",
+        "eval.samples_per_prompt=1", "wandb.mode=disabled", "generation.max_new_tokens=12"]
+
 
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
@@ -81,73 +147,93 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _env() -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)   # the venv: the head's PATH gives the job its `python`
-    base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**base, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
-            "TOKENIZERS_PARALLELISM": "false"}
+def _documented(prefix: str) -> str:
+    """The one line of docs/cluster.md that starts with `prefix` (inside a code block)."""
+    lines = [ln.strip() for ln in DOC.read_text().splitlines() if ln.strip().startswith(prefix)]
+    assert len(lines) == 1, f"docs/cluster.md should show exactly one `{prefix} ...` line, found {lines}"
+    return lines[0]
+
+
+def _shell_env(**extra: str) -> dict[str, str]:
+    """A user's shell with no virtual environment active: nothing of the venv on PATH."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+           "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    return {**env, **extra}
+
+
+def _head_command(gcs: int, dash: int, temp: str) -> tuple[list[str], dict[str, str]]:
+    """docs/cluster.md's single-machine head, as typed there, with our ports and temp dir. Also pinned:
+    the ports a second Ray on this machine (another test run) would otherwise share."""
+    exports = shlex.split(_documented("export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="), comments=True)[1:]
+    env = dict(e.split("=", 1) for e in exports)
+    assert env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    words = shlex.split(_documented(".venv/bin/ray start --head --port=6379 --dashboard-host=127.0.0.1"),
+                        comments=True)
+    swap = {"--port=6379": f"--port={gcs}", "--dashboard-port=8265": f"--dashboard-port={dash}"}
+    cmd = [swap.get(w, f"--temp-dir={temp}" if w.startswith("--temp-dir=") else w) for w in words]
+    assert cmd != words and f"--temp-dir={temp}" in cmd and "--dashboard-host=127.0.0.1" in cmd
+    client, agent, agent_grpc, rt_agent, metrics, nm, om = _free_ports(7)
+    cmd += [f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
+            f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}"]
+    return cmd, env
 
 
 @pytest.fixture
 def head():
-    """A single-node cluster bound to 127.0.0.1; yields the dashboard URL."""
+    """A head started the documented way, bound to 127.0.0.1; yields the dashboard URL."""
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")   # short: AF_UNIX paths must stay < 108 bytes
-    gcs, dash, client, agent, agent_grpc, rt_agent, metrics, nm, om = _free_ports(9)
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2",
-           "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-           f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
-           f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-           f"--temp-dir={temp}", "--disable-usage-stats"]
-    log = open(Path(temp) / "head.log", "w")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    gcs, dash = _free_ports(2)
+    cmd, exports = _head_command(gcs, dash, temp)
     url = f"http://127.0.0.1:{dash}"
+    t0 = time.monotonic()
     try:
-        _wait_for_dashboard(url, proc, Path(temp) / "head.log")
+        started = subprocess.run(cmd, cwd=REPO, env=_shell_env(**exports), capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        _wait_for_dashboard(url)
+        print(f"head up in {time.monotonic() - t0:.1f}s: {shlex.join(cmd)}")
         yield url
     finally:
-        _stop_head(proc, temp)
-        log.close()
+        _stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+def _wait_for_dashboard(url: str, timeout_s: float = 90) -> None:
     import urllib.request
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             pass
-        time.sleep(1)
-    raise RuntimeError(f"the dashboard at {url} did not come up in {timeout_s}s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"the dashboard at {url} did not come up in {timeout_s}s")
 
 
-def _stop_head(proc: subprocess.Popen, temp: str) -> None:
-    """SIGTERM to `ray start --block` runs its shutdown hook; then end any leftover process of this
-    node (found by our unique temp dir in its command line), by pid."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = _processes_mentioning(temp)
-        for pid in left:
+def _stop_cluster(temp: str) -> None:
+    """`ray stop`, limited to this head: SIGTERM to every process whose command line names our temp
+    dir and to their descendants (workers rename themselves), then SIGKILL to what is left."""
+    pids = _with_descendants(_processes_mentioning(temp))
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        if left:
-            time.sleep(2)
+        deadline = time.monotonic() + wait_s
+        while (pids := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -162,39 +248,84 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def _submit_cmd(address: str, round_: str, run_dir: Path) -> list[str]:
-    """`make submit`, as a user types it (setup skipped: this venv is the one under test)."""
-    args = [*TINY, f"run_dir={run_dir}"]
-    return ["make", "-s", "-o", "setup", "submit", f"ROUND={round_}", f"ADDRESS={address}",
-            "CONFIG=configs/arena_sppo.yaml", f"ARGS={shlex.join(args)}"]
+def _with_descendants(roots: list[int]) -> list[int]:
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in found]
+        found.update(kids)
+        frontier += kids
+    return sorted(found)
+
+
+def _make_submit(address: str, round_: str, run_dir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    """docs/cluster.md section 4's `make submit`, from a shell without the venv on PATH. `-o setup`
+    skips only the install step (this venv is the one under test)."""
+    assert _documented("make submit ROUND=1 ADDRESS=http://127.0.0.1:8265").startswith("make submit ROUND=1")
+    cmd = ["make", "-s", "-o", "setup", "submit", f"ROUND={round_}", f"ADDRESS={address}", f"RUN_DIR={run_dir}",
+           f"ARGS={shlex.join([*extra, *TINY])}"]
+    keep = {k: os.environ[k] for k in ("SELFPLAY_ASSETS", "HF_HOME") if k in os.environ}
+    return subprocess.run(cmd, cwd=REPO, env=_shell_env(**{**keep, **env}), capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.fixture(scope="module")
-def assets() -> str:
-    """The tiny policy, built once in the repo (a cluster would build it under run_dir/assets)."""
+def assets() -> Path:
+    """The arena at the documented location (`make assets`), built once; the job must only read it."""
     from selfplay.assets import build_assets
-    root = Path(os.environ.get("SELFPLAY_ASSETS", REPO / "assets")).resolve()
-    build_assets(root / "arena")
-    return str(root)
+    root = Path(assets_dir()) / "arena"
+    build_assets(root)
+    return root
 
 
 @pytest.mark.slow
-def test_submit_one_round_through_a_ray_head(head, assets, tmp_path):
+def test_submit_as_documented_runs_with_the_venv_and_reads_the_built_assets(head, assets, tmp_path):
     run_dir = tmp_path / "run"
-    env = {**_env(), "SELFPLAY_ASSETS": assets}
+    built = (assets / "manifest.json").stat().st_mtime_ns
+
+    # The head's interpreter and the assets are checked before anything is uploaded.
     t0 = time.monotonic()
-    done = subprocess.run(_submit_cmd(head, "1", run_dir), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "round 1 complete" in done.stdout + done.stderr
+    missing = _make_submit(head, "1", run_dir, "--python=/nonexistent/venv/bin/python")
+    out = missing.stdout + missing.stderr
+    assert missing.returncode != 0, out[-4000:]
+    assert "error: /nonexistent/venv/bin/python does not exist (or is not executable) on the Ray head" in out
+    assert "ray start --head" in out
+    empty = tmp_path / "empty"
+    no_assets = _make_submit(head, "1", run_dir, SELFPLAY_ASSETS=str(empty))
+    out = no_assets.stdout + no_assets.stderr
+    assert no_assets.returncode != 0, out[-4000:]
+    assert f"error: the arena assets are not at {empty}/arena" in out and "make assets" in out
+    assert not run_dir.exists() and not empty.exists()
+    print(f"two refused submissions: {time.monotonic() - t0:.0f}s")
+
+    t0 = time.monotonic()
+    done = _make_submit(head, "1", run_dir)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+    seconds = time.monotonic() - t0
+    assert f"SELFPLAY_ASSETS={assets.parent}" in out and "round 1 complete" in out
     for d in ("generations", "judgments", "preferences", "policy", "eval"):
         assert (run_dir / "round_1" / d / "manifest.json").exists(), d
     metrics = json.loads((run_dir / "round_1/eval/metrics.json").read_text())
     assert metrics["round"] == 1 and 0 <= metrics["winrate_vs_initial"]["mean"] <= 1
-    print(f"one round through the job: {time.monotonic() - t0:.0f}s")
+    # the assets were read where they were built, not rebuilt anywhere
+    logs = out + "".join(f.read_text(errors="replace") for f in run_dir.rglob("*.log"))
+    assert "warm start" not in logs                              # the tiny policy's training bar
+    assert (assets / "manifest.json").stat().st_mtime_ns == built
+    assert not (run_dir / "assets").exists() and not any(p.name == "arena" for p in run_dir.rglob("*"))
+    print(f"one round through the job: {seconds:.0f}s; its preflight: "
+          + next((ln for ln in out.splitlines() if ln.startswith("preflight on the head")), "?"))
 
     # A failing job (round 3 needs round 2) comes back as a nonzero exit with the driver's message.
-    failed = subprocess.run(_submit_cmd(head, "3", run_dir), cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120)
-    assert failed.returncode != 0
+    t0 = time.monotonic()
+    failed = _make_submit(head, "3", run_dir)
+    assert failed.returncode != 0                                # make's own 2 for a failed recipe
     assert "round 2 is not complete" in failed.stdout + failed.stderr
+    print(f"a failing job: {time.monotonic() - t0:.0f}s")

@@ -2,12 +2,13 @@
 metrics.json and the offline wandb run carry the same numbers."""
 import json
 import math
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from fixtures_wandb import config, history
 from pipelines.round import main
 from pipelines.tracking import scalar_metrics
 
@@ -33,44 +34,25 @@ def _metrics(run_dir: Path, n: int) -> dict:
     return json.loads((run_dir / f"round_{n}/eval/metrics.json").read_text())
 
 
-def _wandb_records(path: Path):
-    """Records of a .wandb file: a 7-byte header, then LevelDB-log blocks of 32 KiB whose records
-    (crc32, length, type) are FULL=1 or split FIRST=2 / MIDDLE=3 / LAST=4."""
-    from wandb.proto import wandb_internal_pb2 as pb
-    data, pos, buf, block = path.read_bytes(), 7, b"", 32768
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 0:
-            pos += block - pos % block if pos % block else 0
-            continue
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            yield record
-
-
 def test_metrics_json_and_wandb_carry_the_same_numbers(run):
-    runs = list((run / "wandb").glob("offline-run-*"))
-    assert runs, "no offline wandb run under the run directory"
-    logged: dict[int, dict] = {}
-    for r in runs:
-        for rec in _wandb_records(next(r.glob("*.wandb"))):
-            if rec.WhichOneof("record_type") == "history":
-                items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
-                logged.setdefault(int(items["_step"]), {}).update(items)
-    assert sorted(logged) == [1, 2, 3]
+    assert list((run / "wandb").glob("offline-run-*")), "no offline wandb run under the run directory"
+    rows = history(run / "wandb")
+    rounds = [r for r in rows if "round" in r]   # round-level metrics live on the `round` axis
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    logged = {r["round"]: r for r in rounds}
     for n in (1, 2, 3):
         expected = scalar_metrics(_metrics(run, n))
         assert len(expected) > 20 and "winrate_vs_initial/lc" in expected and "ratings/elo/round_0" in expected
         for key, value in expected.items():
             got = logged[n].get(key)
             assert got is not None and (math.isclose(got, value, rel_tol=1e-12) or got == value), (n, key, got, value)
+    # every optimizer step of train_log.jsonl once, on one train/step axis that continues across rounds
+    steps = [sum(1 for _ in (run / f"round_{n}/policy/train_log.jsonl").open()) for n in (1, 2, 3)]
+    assert all(steps)
+    train = [r for r in rows if "train/step" in r]
+    assert [r["train/step"] for r in train] == list(range(1, sum(steps) + 1))
+    assert [r["train/round"] for r in train] == [1] * steps[0] + [2] * steps[1] + [3] * steps[2]
+    assert config(run / "wandb")["train"] == yaml.safe_load((run / "config.yaml").read_text())["train"]
 
 
 def test_make_dashboard_shows_three_rounds_in_chromium(run, tmp_path):

@@ -1,0 +1,76 @@
+"""What a round shows on the console: one line per stage, the actors' output in per-stage logs,
+everything under -v, and a failing stage's error with the end of its log.
+
+The driver's live progress bar is drawn only when stderr is a terminal; these runs capture the
+output (not a terminal), so what they count is the plain lines.
+"""
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+STAGES = {"round_0": ("init", "evaluate"), "round_1": ("generate", "judge", "preferences", "train", "evaluate")}
+
+
+def round_1(run_dir, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipelines.round", "--round", "1", "--config", "configs/arena_sppo.yaml",
+           f"run_dir={run_dir}", "wandb.mode=disabled", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+
+
+def terminal_lines(p: subprocess.CompletedProcess) -> list[str]:
+    """What the terminal shows, a bar redraw ("\\r") counting as a line of its own."""
+    return [ln for ln in re.split(r"[\r\n]", p.stdout + p.stderr) if ln.strip()]
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("console") / "run"
+    return run_dir, round_1(run_dir)
+
+
+def test_a_round_prints_a_line_per_stage(quiet):
+    run_dir, p = quiet
+    lines = terminal_lines(p)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(lines) <= 12, "\n".join(lines)
+    for stage in STAGES["round_1"]:
+        assert any(f"round 1 {stage}" in ln and "done in" in ln for ln in lines), stage
+    assert any("round 1 complete" in ln for ln in lines)
+    assert not any("StageActor" in ln or "Started a local Ray instance" in ln for ln in lines)
+
+
+def test_each_stage_writes_its_own_log(quiet):
+    run_dir, _ = quiet
+    for rnd, stages in STAGES.items():
+        for stage in stages:
+            text = (run_dir / "logs" / rnd / f"{stage}.log").read_text()
+            assert text.startswith("==== ") and f"done in" in text, (rnd, stage, text)
+    logs = run_dir / "logs" / "round_1"
+    assert "train epoch 1/" in (logs / "train.log").read_text()     # the trainer's per-epoch lines
+    assert "generate: 100%" in (logs / "generate.log").read_text()  # the generation's bar, as lines
+
+
+def test_verbose_streams_the_actors_output(quiet, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(quiet[0], run_dir)
+    p = round_1(run_dir, "-v", "train.epochs=1")   # retrains (and re-evaluates) only
+    lines = terminal_lines(p)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(lines) > len(terminal_lines(quiet[1])), "\n".join(lines)
+    assert any("StageActor" in ln and "train" in ln for ln in lines), "\n".join(lines)
+
+
+def test_a_failing_stage_shows_its_error_and_log_tail(quiet, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(quiet[0], run_dir)
+    p = round_1(run_dir, "train.lr=1e30", "train.max_grad_norm=1e30")
+    log = run_dir / "logs" / "round_1" / "train.log"
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "error: round 1 stage train failed: TrainingError" in p.stderr
+    assert f"lines of {log}" in p.stderr
+    tail = p.stderr.split(f"lines of {log} ---\n", 1)[1]
+    assert "Traceback" in tail and "TrainingError" in tail and "train failed after" in tail
