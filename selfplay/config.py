@@ -379,6 +379,8 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
         _check(t.steps_per_round == 0, f"train.steps_per_round={t.steps_per_round} with algorithm {cfg.algorithm}: "
                "only egpo's online update takes a step count (the others take train.epochs)")
     else:
+        _check(t.epochs == 1, f"train.epochs={t.epochs}: algorithm egpo's online update takes train.steps_per_round "
+               "extragradient iterations on fresh samples, not epochs; set train.epochs: 1")
         _check(t.strategy == "ddp", "algorithm egpo samples from the trainer's own weights at every step; with "
                f"train.strategy={t.strategy} the weights are sharded. Use train.strategy=ddp (with LoRA for large models)")
     _check(t.strategy != "fsdp_offload" or cfg.resources.trainer.num_gpus > 0,

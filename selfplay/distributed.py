@@ -71,9 +71,6 @@ class TrainJob:
     seed: int
     spec: DistSpec
     round: int = 0
-    # (checkpoint, [(prompt_id, prompt)], tag) -> [JudgedPrompt]: fresh judged samples for online updates
-    # (EGPO's θ_{t+½}); supplied by the pipeline, which owns the judges.
-    sample_and_judge: Optional[Callable] = None
     algo: Any = None   # an Algorithm record that is not a round algorithm (the SFT stage); None = cfg.algorithm
     # () -> a judge (compare(prompts, a, b) -> P(a ≻ b)) for online updates that judge every step (EGPO);
     # supplied by the pipeline, which owns the judges. Built once, on rank 0.
@@ -81,8 +78,7 @@ class TrainJob:
 
 
 def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], references: dict[str, str],
-                 cfg, seed: int, *, round_: int = 0, sample_and_judge: Optional[Callable] = None,
-                 algo=None, make_judge: Optional[Callable] = None) -> TrainResult:
+                 cfg, seed: int, *, round_: int = 0, algo=None, make_judge: Optional[Callable] = None) -> TrainResult:
     """Train from `policy_path` on `pairs` with cfg.algorithm's update; the HF checkpoint lands in `out_dir`."""
     if not pairs:
         raise TrainingError("no preference pairs to train on (every prompt's responses tied?)")
@@ -90,8 +86,7 @@ def train_policy(policy_path: str, out_dir: Path, pairs: list[PreferencePair], r
     # Workers run elsewhere (and Ray Train changes their cwd): every path must be absolute.
     absolute = lambda p: str(Path(p).resolve()) if Path(p).exists() else str(p)  # noqa: E731  (hub ids stay)
     job = TrainJob(absolute(policy_path), str(Path(out_dir).resolve()), list(pairs),
-                   {k: absolute(v) for k, v in references.items()}, cfg, seed, spec, round_, sample_and_judge, algo,
-                   make_judge)
+                   {k: absolute(v) for k, v in references.items()}, cfg, seed, spec, round_, algo, make_judge)
     if not needs_worker_group(cfg):
         from selfplay.devices import device_for
         return run_update(job, rank=0, world=1, device=torch.device(device_for(cfg.resources.trainer)))

@@ -111,8 +111,8 @@ class _Relayed(tqdm):
         if not force and now - self._sent < _PUSH_EVERY_S:
             return
         self._sent = now
-        state = {"desc": self.desc, "n": self.n, "total": self.total, "postfix": self.postfix or "",
-                 "closed": closed}
+        state = {"desc": self.desc, "n": self.n, "total": self.total, "unit": self.unit,
+                 "postfix": self.postfix or "", "closed": closed}
         try:
             self.board.put.remote(self.key, state)   # fire and forget: never wait on the console
         except Exception:  # noqa: BLE001  a missing console must not stop the work
@@ -174,10 +174,12 @@ def _show(shown: tqdm, label: str, live: list[dict]) -> None:
     """Several open bars (engines of one stage) add up; the newest names what runs."""
     totals = [s["total"] for s in live]
     if live and None not in totals:
-        shown.bar_format = None
+        newest = live[-1]
+        shown.bar_format, shown.unit = None, newest["unit"]
         shown.total, shown.n = sum(totals), sum(s["n"] for s in live)
-        shown.set_description_str(f"{label}: {live[-1]['desc']}", refresh=False)
-        shown.set_postfix_str(live[-1]["postfix"], refresh=False)
+        what = "" if newest["desc"] in label else f": {newest['desc']}"   # "round 1 train", not "...: train"
+        shown.set_description_str(label + what, refresh=False)
+        shown.set_postfix_str(newest["postfix"], refresh=False)
     else:
         shown.bar_format, shown.total = "{desc} [{elapsed}]", None
         shown.set_description_str(label, refresh=False)
@@ -202,15 +204,22 @@ def to_log(path: str | Path | None) -> Iterator[None]:
         return
     header, t0 = Path(path).stem, time.time()
     with _fds_to(path), _env({**_QUIET_ENV, STAGE_LOG: str(path)}):
-        print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {header} (pid {os.getpid()})", flush=True)
+        _mark(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {header} (pid {os.getpid()})")
         quiet_libraries()
         try:
             yield
         except BaseException:
             traceback.print_exc()
-            print(f"==== {header} failed after {time.time() - t0:.1f}s", flush=True)
+            _mark(f"{header} failed after {time.time() - t0:.1f}s")
             raise
-        print(f"==== {header} done in {time.time() - t0:.1f}s", flush=True)
+        _mark(f"{header} done in {time.time() - t0:.1f}s")
+
+
+def _mark(line: str) -> None:
+    """A log's own line, straight to fd 2: Ray Train wraps sys.stdout, and would write it twice."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(2, f"==== {line}\n".encode())
 
 
 @contextmanager

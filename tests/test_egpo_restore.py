@@ -1,13 +1,14 @@
 """EGPO's full step starts from θ_t, not from θ_{t+½}: the weights and the optimizer state are restored.
 
-One extragradient round (selfplay/algorithms/egpo.py `update`, spec §4.3):
+One extragradient iteration (selfplay/algorithms/egpo.py `update`, spec §4.4):
 
-    θ_{t+½} = θ_t − lr·∇L_half(θ_t)          half step, on the round's pairs
+    θ_{t+½} = θ_t − lr·∇L_half(θ_t)          half step, on θ_t's fresh pairs
     θ_{t+1} = θ_t − lr·∇L_full(θ_t)          full step, on θ_{t+½}'s fresh pairs, FROM θ_t
 
 Here the trainer runs it for real (selfplay.distributed.train_policy on the tiny Qwen2 of
-tests/fixtures_policy.py, one worker, SGD, constant lr, one pair per phase, one batch, one epoch),
-with a fake `sample_and_judge` that returns fixed judged samples, and the saved checkpoint is
+tests/fixtures_policy.py, one worker, SGD, constant lr, one pair per phase, one iteration), with the
+sampler-and-judge `egpo.judged_pairs` replaced by a fake that returns fixed pairs (the half step's
+first, then the full step's, recording the live weights it samples from), and the saved checkpoint is
 compared with the two steps computed here by hand in plain torch on a copy of the model: the loss
 is selfplay.losses.egpo_loss on selfplay.logprobs.sequence_logprobs, the reference being the
 initial policy's log-probs. Forgetting `w.restore(before)` gives θ_{t+½} − lr·∇L_full(θ_{t+½})
@@ -19,7 +20,6 @@ half step is not zero, so a full step that kept it would move by a different amo
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ import torch
 from selfplay.config import ActorResources, Config, GenerationConfig, LossConfig, ModelConfig, ResourcesConfig, TrainConfig
 from selfplay.distributed import train_policy
 from selfplay.losses import egpo_loss
-from selfplay.records import JudgedPrompt, PreferencePair
+from selfplay.records import PreferencePair
 
 BETA = 0.5
 PROMPT = "tell me about the owl river"
@@ -41,12 +41,14 @@ MATRIX = [[0.5, 0.9], [0.1, 0.5]]
 FULL = (FRESH[0], FRESH[1], 0.7, 0.3)
 
 
-def fake_sample_and_judge(checkpoint, prompts, tag, *, record: str):
-    """Stands in for pipelines.stages.sample_and_judge: keeps a copy of the θ_{t+½} checkpoint it was
-    given and answers every prompt with the same two judged responses."""
-    shutil.copy(Path(checkpoint) / "model.safetensors", Path(record) / "half.safetensors")
-    return [JudgedPrompt(prompt_id=pid, prompt=p, responses=list(FRESH), n_tokens=[3, 4],
-                         matrix=[row[:] for row in MATRIX], judge="fake") for pid, p in prompts]
+def fake_judged_pairs(calls: list, w, batch, judge, cfg, seed, tag, round_):
+    """Stands in for egpo.judged_pairs: the first call (at θ_t) answers the half step's pair, the second
+    (at θ_{t+½}) keeps a copy of the live weights it would sample from and answers the full step's."""
+    calls.append({k: v.detach().clone() for k, v in w.live_model().state_dict().items()})
+    if len(calls) == 1:
+        return [HALF]
+    a, b, pa, pb = FULL
+    return [PreferencePair(prompt=PROMPT, chosen=a, rejected=b, prompt_id="0", chosen_winrate=pa, rejected_winrate=pb)]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def _cfg(policy: str, optimizer: str, lr: float) -> Config:
                   generation=GenerationConfig(k=2, max_new_tokens=6),
                   loss=LossConfig(beta=BETA),
                   train=TrainConfig(lr=lr, epochs=1, batch_size=8, optimizer=optimizer, schedule="constant",
-                                    warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1e9),
+                                    warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1e9, steps_per_round=1),
                   resources=ResourcesConfig(trainer=ActorResources(num_cpus=1, num_gpus=0)))
 
 
@@ -98,23 +100,25 @@ def _step(model, grads, update) -> dict[str, torch.Tensor]:
     return out
 
 
-def _run(tiny: str, out: Path, optimizer: str, lr: float):
-    record = out / "record"
-    record.mkdir(parents=True)
-    sampler = functools.partial(fake_sample_and_judge, record=str(record))
-    res = train_policy(tiny, out / "policy", [HALF], {"initial": tiny}, _cfg(tiny, optimizer, lr), seed=0,
-                       round_=1, sample_and_judge=sampler)
+def _run(tiny: str, out: Path, optimizer: str, lr: float, monkeypatch):
     from safetensors.torch import load_file
-    return res, load_file(str(out / "policy/model.safetensors")), load_file(str(record / "half.safetensors"))
+
+    from selfplay.algorithms import egpo
+    calls: list = []
+    monkeypatch.setattr(egpo, "judged_pairs", functools.partial(fake_judged_pairs, calls))
+    res = train_policy(tiny, out / "policy", [HALF], {"initial": tiny}, _cfg(tiny, optimizer, lr), seed=0,
+                       round_=1, make_judge=lambda: None)
+    assert len(calls) == 2
+    return res, load_file(str(out / "policy/model.safetensors")), calls[1]
 
 
 def _max_diff(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
-def test_full_step_is_taken_from_theta_t_with_sgd(tiny, tmp_path):
+def test_full_step_is_taken_from_theta_t_with_sgd(tiny, tmp_path, monkeypatch):
     lr = 0.05
-    res, saved, half_ckpt = _run(tiny, tmp_path, "sgd", lr)
+    res, saved, half_ckpt = _run(tiny, tmp_path, "sgd", lr, monkeypatch)
     assert res.steps == 2 and res.pairs == 2 and len(res.loss_curve) == 2   # one step per phase
 
     theta_t, tok = _load(tiny)
@@ -140,11 +144,11 @@ def test_full_step_is_taken_from_theta_t_with_sgd(tiny, tmp_path):
     assert _max_diff(saved, wrong) > 1e-4
 
 
-def test_full_step_restores_the_optimizer_state_too_with_rmsprop(tiny, tmp_path):
+def test_full_step_restores_the_optimizer_state_too_with_rmsprop(tiny, tmp_path, monkeypatch):
     """RMSprop (α = 0.99, ε = 1e-8, torch's defaults): from a fresh state v = 0.01·g², so the full step is
     θ_t − lr·g/(√(0.01·g²) + ε). Keeping the half step's v (= 0.01·g_half²) would change every step size."""
     lr = 1e-3
-    _, saved, _ = _run(tiny, tmp_path, "rmsprop", lr)
+    _, saved, _ = _run(tiny, tmp_path, "rmsprop", lr, monkeypatch)
     theta_t, tok = _load(tiny)
     ref_model, _ = _load(tiny)
     half = (HALF.chosen, HALF.rejected, HALF.chosen_winrate, HALF.rejected_winrate)

@@ -1,6 +1,7 @@
-"""EGPO's extragradient round runs on the one trainer path: LoRA, workers and dtype apply to it.
+"""EGPO's online extragradient update runs on the one trainer path: LoRA, workers and dtype apply to it.
 
-θ_{t+½}'s fresh samples come from the pipeline's real sampler (HF backend) and the arena oracle."""
+Every step's fresh samples come from the trainer's own weights (the HF sampler on the live model),
+judged by the pipeline's real judge (the arena oracle)."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from judges.registry import JudgeContext
-from pipelines.stages import sample_and_judge
+from pipelines.stages import trainer_judge
 from selfplay.config import ActorResources, Config, GenerationConfig, ModelConfig, ResourcesConfig, TrainConfig
 from selfplay.distributed import train_policy
 from selfplay.records import PreferencePair
@@ -31,7 +32,8 @@ def pairs(n: int) -> list[PreferencePair]:
 
 
 def _cfg(policy: str, **train) -> Config:
-    tc = dict(lr=0.05, epochs=1, batch_size=4, optimizer="sgd", schedule="constant", warmup_ratio=0.0)
+    tc = dict(lr=0.05, epochs=1, batch_size=4, optimizer="sgd", schedule="constant", warmup_ratio=0.0,
+              steps_per_round=2)
     return Config(algorithm="egpo", model=ModelConfig(policy=policy, max_length=64),
                   generation=GenerationConfig(k=4, max_new_tokens=6, batch_size=16),
                   train=TrainConfig(**{**tc, **train}),
@@ -39,8 +41,8 @@ def _cfg(policy: str, **train) -> Config:
 
 
 def _egpo(policy: str, out: Path, cfg: Config):
-    sampler = functools.partial(sample_and_judge, cfg=cfg, judge_ctx=JudgeContext())
-    return train_policy(policy, out, pairs(6), {"initial": policy}, cfg, seed=3, round_=1, sample_and_judge=sampler)
+    judge = functools.partial(trainer_judge, cfg=cfg, judge_ctx=JudgeContext())
+    return train_policy(policy, out, pairs(6), {"initial": policy}, cfg, seed=3, round_=1, make_judge=judge)
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -50,7 +52,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
 
 def test_egpo_with_lora_trains_only_adapters_and_merges_them(tiny_policy, tmp_path):
     res = _egpo(tiny_policy, tmp_path / "lora", _cfg(tiny_policy, lora_rank=2, lora_alpha=4.0))
-    assert res.steps >= 2 and res.pairs > 6          # a half step and a full step on fresh pairs
+    assert res.steps == 4 and res.pairs > 6          # two half+full iterations, each on fresh pairs
     new, base = _weights(tmp_path / "lora"), _weights(tiny_policy)
     assert new.keys() == base.keys()                 # merged: no adapter tensors in the checkpoint
     # Only linear layers carry adapters: norms and embeddings are bit-identical ...

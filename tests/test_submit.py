@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.submit import (EXCLUDES, PREFLIGHT_TAG, SharedRunDirError, assets_dir, build_job, check_shared_run_dir,
-                              main, preflight_entrypoint, preflight_report, probe_run_dir, shared_dir_report,
+                              connect, main, preflight_entrypoint, preflight_report, probe_run_dir, shared_dir_report,
                               uses_builtin_assets)
 from selfplay.data import DataError, assets_root
 
@@ -103,9 +103,13 @@ def test_relative_run_dir_and_bad_rounds_are_refused_before_submitting(capsys):
     assert main(["--address", "http://127.0.0.1:1", "--round", "3-1", "run_dir=/shared/x"]) == 2
     assert main(["--address", "127.0.0.1:6379", "--round", "1", "run_dir=/shared/x"]) == 2
     assert "dashboard URL" in capsys.readouterr().err
+
+
+def test_an_unreachable_head_is_one_message():
+    # not under capsys: Ray's log handler keeps the stderr it was created with, and capsys closes its own
     port = _free_ports(1)[0]   # nothing listens there
-    assert main(["--address", f"http://127.0.0.1:{port}", "--round", "1", "run_dir=/shared/x"]) == 2
-    assert f"cannot reach the Ray dashboard at http://127.0.0.1:{port}" in capsys.readouterr().err
+    with pytest.raises(ConnectionError, match=f"cannot reach the Ray dashboard at http://127.0.0.1:{port}: is the"):
+        connect(f"http://127.0.0.1:{port}")
 
 
 def test_probe_sees_the_marker_or_says_why(tmp_path):

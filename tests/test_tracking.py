@@ -34,8 +34,8 @@ def _round_metrics(n: int) -> dict:
     def wr(m: float) -> dict:
         return {"mean": m, "ci_low": m - 0.03, "ci_high": m + 0.03, "n": 96, "method": "bootstrap", "tie_rate": 0.2,
                 "abstain_rate": 0.0, "lc": m - 0.1, "judge": "oracle",
-                "judge_stats": {"pairs": 768, "pairs_per_s": 7e4, "abstain_rate": 0.0, "position_disagreement_rate": 0.0,
-                                "mean_winner_chars": None, "mean_loser_chars": None}}
+                "judge_stats": {"pairs": 768, "pairs_per_s": 7e4, "abstain_rate": 0.0,
+                                "position_disagreement_rate": 0.0, "mean_winner_chars": None, "mean_loser_chars": None}}
 
     return {"round": n, "algorithm": "sppo", "winrate_vs_initial": wr(0.5 + 0.06 * n), "winrate_vs_previous": wr(0.56),
             "winrate_matrix": {"policies": names, "winrate": [[0.5 + 0.05 * (i - j) for j in range(n + 1)]

@@ -1,34 +1,38 @@
-"""EGPO round (Zhou, Fazel, Du, "Extragradient Preference Optimization", arXiv 2503.08942, COLM 2025;
-official code zhourunlong/EGPO, spec §4).
+"""EGPO (Zhou, Fazel, Du, "Extragradient Preference Optimization", arXiv 2503.08942, COLM 2025;
+official code zhourunlong/EGPO, research notes §4), step by step as its authors train
+(lms/trainers/extragradient_trainer.py, `global_step % 2`, notes §4.4): every optimizer step is half
+of an extragradient pair, each on FRESH samples from the trainer's own current weights, judged
+against an opponent sample y″ of the same policy:
 
-One round is one extragradient iteration on the KL-regularised preference game (spec §4.3):
-    θ_{t+½} = θ_t − step ∇L(θ_t; data from π_t)           (half step)
-    θ_{t+1} = θ_t − step ∇L(·; data from π_{t+½}), from θ_t  (full step)
-where each "step" is train.epochs passes of the online IPO loss (spec §4.2/§4.4)
-    ((Δ_ref(a) − Δ_ref(b)) − (P(a ≻ y″) − P(b ≻ y″))/β)²,  Δ_ref = log π_θ − log π_ref,
-π_ref = "initial" (round 0). The authors alternate half/full steps per optimizer step inside one
-online run (lms/trainers/extragradient_trainer.py); here the round's generate → judge stages are
-the half step's data, so the alternation is per round, like the tabular closed form.
+    for s in 1..train.steps_per_round:          train.batch_size prompts of the round, in seeded order
+        (y, y′, y″) ~ π_{θ_t}        judged: P(y ≻ y″), P(y′ ≻ y″)          half step  → θ_{t+½}
+        (y, y′, y″) ~ π_{θ_{t+½}}    weights and optimizer restored to θ_t   full step  → θ_{t+1}
 
-Pairs (make_pairs): per prompt, samples (0,1), (2,3), … are the (a, b) pairs; y″ ranges over the
-prompt's *other* samples, so P(a ≻ y″) is the mean of row a of the judged K×K matrix over those
-columns — an unbiased, lower-variance estimate of P(a ≻ π_t) than the authors' single y″. With
-K = 2 there is no third sample: y″ is drawn from {a, b} itself, so the target difference is
-(P(a ≻ b) − ½)/β, the authors' `can_reduce_variance` form. PreferencePair.chosen_winrate / rejected_winrate store P(a ≻ y″) /
-P(b ≻ y″); chosen is the one with the larger value (the loss is symmetric under swapping a, b).
+(selfplay.extragradient.extragradient_iteration), with the online IPO loss (notes §4.2/§4.4)
+    ((Δ_ref(y) − Δ_ref(y′)) − (P(y ≻ y″) − P(y′ ≻ y″))/β)²,  Δ_ref = log π_θ − log π_ref,
+π_ref = round 0's policy, frozen for the whole update (LoRA: the base with the adapters disabled, as
+the authors do). (y, y′) use generation.{temperature, top_p, top_k} (the authors: T = 2, top-k 10);
+y″ uses generation.opponent_{temperature, top_k} (T = 1, no top-k). Sampling runs on the live
+weights (the HF sampler over the model in memory; nothing is reloaded from disk per step). The LR
+schedule is not rolled back: it counts both halves. With several workers rank 0 samples and
+judges, every worker steps. Per-token-average log-probs are the authors' default
+(normalize_logprobs=True); loss.average_logprobs selects.
 
-The full step's data (update): θ_{t+½} is saved to a temporary checkpoint and sampled with the
-configured generation backend (HF or vLLM, fresh per-prompt seeds) on the same prompts, judged with
-the round's judge (the pipeline's `sample_and_judge`). Trainable weights and optimizer state are
-backed up before the half step and restored after it (CPU copies, as the authors do); the LR scheduler is not rolled back (same), so one
-schedule spans both phases — use schedule: constant to give both the same rate. Per-token-average
-log-probs are the authors' default (normalize_logprobs=True); loss.average_logprobs selects.
+A round is a block of train.steps_per_round iterations. The round's generate → judge →
+preferences stages still run: they give the update its prompts and record π_t's judged samples
+(make_pairs below, the pairs the stage writes). Not carried over from the authors: their optimizer
+state and schedule span the whole multi-epoch run; here each round starts a fresh optimizer and
+schedule (the state is not checkpointed with the policy).
+
+Pairs of the stage (make_pairs): per prompt, samples (0,1), (2,3), … are the (a, b) pairs; y″ ranges
+over the prompt's *other* samples, so P(a ≻ y″) is the mean of row a of the judged K×K matrix over
+those columns. With K = 2, y″ is drawn from {a, b} itself: the target difference is (P(a ≻ b) − ½)/β,
+the authors' `can_reduce_variance` form.
 """
 from __future__ import annotations
 
 import math
 import random
-import tempfile
 
 import numpy as np
 
@@ -70,39 +74,85 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
 
 
 def horizon(pairs: list[PreferencePair], cfg) -> int:
-    """One schedule over both phases (not rolled back); the full phase has at most K//2 pairs per prompt."""
-    bs, k = cfg.train.batch_size, cfg.generation.k
-    full = len({p.prompt_id for p in pairs}) * max(k // 2, 1)
-    return (math.ceil(len(pairs) / bs) + math.ceil(full / bs)) * cfg.train.epochs
+    """Two optimizer steps (half + full) per extragradient iteration."""
+    return 2 * iterations(len({p.prompt_id for p in pairs}), cfg)
+
+
+def iterations(n_prompts: int, cfg) -> int:
+    return cfg.train.steps_per_round or math.ceil(n_prompts / cfg.train.batch_size)
 
 
 def update(w, job):
-    """Half step on π_t's pairs, save θ_{t+½}, restore θ_t, fresh θ_{t+½} samples, full step, save θ_{t+1}.
-
-    Runs on selfplay.worker.Worker, so LoRA, train.workers, strategy and dtype apply; with several
-    workers rank 0 samples and judges θ_{t+½} and broadcasts the pairs."""
+    """train.steps_per_round extragradient iterations on the round's prompts, then save θ_{t+1}."""
+    from selfplay.extragradient import extragradient_iteration
     from selfplay.trainer import TrainingError, TrainResult
 
-    if job.sample_and_judge is None:
-        raise TrainingError("EGPO needs fresh θ_{t+½} samples, but no sampler/judge was given to the trainer")
-    cfg, pairs = job.cfg, job.pairs
-    refs = w.references(pairs)
-    before = w.snapshot()                           # θ_t and the optimizer state, in host memory (as the authors)
-    result, rng = TrainResult(pairs=len(pairs)), random.Random(job.seed)
-    w.epochs(pairs, refs, result, rng, desc="egpo half step")
-    with tempfile.TemporaryDirectory(prefix="egpo_half_") as tmp:
-        w.save(tmp)                                 # θ_{t+½} (LoRA merged) for the sampler
-        w.restore(before)                           # back to θ_t before anything else touches the model
-        prompts = list({p.prompt_id: p.prompt for p in pairs}.items())
-        fresh = w.on_rank0(lambda: make_pairs(job.sample_and_judge(tmp, prompts, f"egpo-half/{job.round}"),
-                                              PairContext(round=job.round, loss=cfg.loss, seed=cfg.seed)))
-    if not fresh:
-        raise TrainingError("EGPO: θ_{t+½}'s samples gave no usable pair (judge abstained everywhere?)")
-    fresh_refs = w.references(fresh)                # the restored θ_t when π_ref is the policy itself
-    w.epochs(fresh, fresh_refs, result, rng, desc="egpo full step")
-    result.pairs = len(pairs) + len(fresh)
+    if job.make_judge is None:
+        raise TrainingError("EGPO samples and judges at every step, but the trainer was given no judge")
+    cfg = job.cfg
+    prompts = sorted({p.prompt_id: p.prompt for p in job.pairs}.items())
+    random.Random(job.seed).shuffle(prompts)
+    judge = job.make_judge() if w.rank == 0 else None
+    result, bs, phase = TrainResult(), cfg.train.batch_size, [0]
+    losses: list[float] = []
+    for s in range(iterations(len(prompts), cfg)):
+        batch = [prompts[(s * bs + i) % len(prompts)] for i in range(min(bs, len(prompts)))]
+
+        def sample():
+            phase[0] += 1
+            tag = f"egpo/{job.round}/{s}/{phase[0] % 2}"
+            pairs = w.on_rank0(lambda: judged_pairs(w, batch, judge, cfg, job.seed, tag, job.round))
+            if not pairs:
+                raise TrainingError(f"EGPO step {s}: the judge gave no usable pair (abstained everywhere?)")
+            return pairs
+
+        def step(pairs) -> float:
+            loss = w.step_on(pairs, w.frozen_references(pairs))
+            if not math.isfinite(loss):
+                raise TrainingError(f"egpo loss is {loss} at step {s}; nothing was saved. Lower train.lr ({cfg.train.lr})")
+            result.steps += 1
+            result.pairs += len(pairs)
+            return loss
+
+        losses += extragradient_iteration(sample, step, w.snapshot, w.restore)
+    result.loss_curve = [sum(losses[0::2]) / len(losses[0::2]), sum(losses[1::2]) / len(losses[1::2])]  # half, full
+    if hasattr(judge, "close"):
+        judge.close()
     w.save(job.out_dir)
     return result
+
+
+def judged_pairs(w, batch: list[tuple[str, str]], judge, cfg, seed: int, tag: str, round_: int) -> list[PreferencePair]:
+    """(y, y′) and y″ for each prompt from the live weights, judged; the pair (y, y′) with the targets
+    P(y ≻ y″), P(y′ ≻ y″) (chosen = the larger). A prompt the judge abstains on is dropped."""
+    from selfplay.generation import Request, SamplingSpec
+    from selfplay.hf_backend import sample_live
+    from selfplay.trainer import autocast
+
+    g = cfg.generation
+    texts = [t for _, t in batch]
+    reqs = lambda kind: [Request(t, _seed(seed, tag, kind, pid)) for pid, t in batch]  # noqa: E731
+    model = w.live_model()
+    with autocast(w.device, cfg.model.dtype):
+        ys = sample_live(model, w.tok, reqs("pair"), SamplingSpec(2, g.temperature, g.top_p, g.max_new_tokens, g.top_k),
+                         g.batch_size)
+        opp = sample_live(model, w.tok, reqs("opponent"),
+                          SamplingSpec(1, g.opponent_temperature, 1.0, g.max_new_tokens, g.opponent_top_k), g.batch_size)
+    a, b, ypp = [y[0].text for y in ys], [y[1].text for y in ys], [o[0].text for o in opp]
+    pa, pb = judge.compare(texts, a, ypp), judge.compare(texts, b, ypp)
+    pairs = []
+    for (pid, text), ya, yb, p, q in zip(batch, a, b, pa, pb):
+        if math.isnan(p) or math.isnan(q):
+            continue
+        (c, pc), (r, pr) = sorted([(ya, float(p)), (yb, float(q))], key=lambda x: -x[1])
+        pairs.append(PreferencePair(prompt=text, chosen=c, rejected=r, prompt_id=pid, chosen_winrate=pc,
+                                    rejected_winrate=pr, target=1.0, round=round_))
+    return pairs
+
+
+def _seed(*parts) -> int:
+    import hashlib
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 ALGORITHMS = [Algorithm(name="egpo", loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",),
