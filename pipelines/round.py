@@ -109,8 +109,11 @@ def ensure_round_zero(cfg: Config) -> None:
     from pipelines import stages
     rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
     sft = bool(cfg.init.sft_data)
-    run_stage("init", base_path(cfg), {"policy": cfg.model.policy}, {}, "trainer", cfg.resources.trainer,
-              stages.init_policy, cfg.model.policy, round_=0)
+    # the init key holds what its files depend on: the source, and the sampling settings its generation_config records
+    init_part = {"policy": cfg.model.policy, "sampling": {k: c["generation"][k] for k in ("temperature", "top_p",
+                                                                                          "top_k", "max_new_tokens")}}
+    run_stage("init", base_path(cfg), init_part, {}, "trainer", cfg.resources.trainer,
+              stages.init_policy, cfg.model.policy, cfg=cfg, round_=0)
     if sft:
         part = {"seed": cfg.seed, "init": c["init"], "train": c["train"],
                 "model": {k: c["model"][k] for k in ("policy", "dtype", "max_length")}}

@@ -237,10 +237,15 @@ def trainer_judge(*, cfg: Config, judge_ctx):
 
 def sft(base: str, cfg: Config, out: Path) -> dict:
     """Round 0's optional SFT stage: model.policy (saved by init as round_0/base) fine-tuned on init.sft_data."""
+    from pipelines.checkpoint_files import write_generation_config, write_model_card
     from selfplay.sft import train_sft
     res = train_sft(base, out, cfg, seed_for(cfg.seed, "sft"))
     (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in res.step_log))
-    return {"sft_loss": res.final_loss, "steps": res.steps, "examples": res.pairs, "updated_fraction": res.updated_fraction}
+    info = {"sft_loss": res.final_loss, "steps": res.steps, "examples": res.pairs, "updated_fraction": res.updated_fraction}
+    write_generation_config(out, cfg)
+    write_model_card(out, cfg, 0, parent=base, training=info,
+                     origin=f"SFT of {cfg.model.policy} on init.sft_data = {cfg.init.sft_data}")
+    return info
 
 
 def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:
