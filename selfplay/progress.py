@@ -43,7 +43,7 @@ _QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
 # ---------------------------------------------------------------- worker side
 
 def bar(total: int | None = None, desc: str = "", unit: str = "it", *, disable: bool = False):
-    """A tqdm progress bar (update, set_postfix, close, `with`, iteration) for this process's work."""
+    """A tqdm progress bar (update, set_postfix, close, `with`) for this process's work."""
     return make_bar(total=total, desc=desc, unit=unit, disable=disable)
 
 
@@ -83,7 +83,7 @@ def _board():
         return None
     try:
         return ray.get_actor(BOARD)
-    except ValueError:                 # the driver draws no bars (-v, or not a terminal)
+    except Exception:  # noqa: BLE001  no board: the driver draws no bars (-v, or not a terminal)
         return None
 
 
@@ -101,9 +101,9 @@ class _Relayed(tqdm):
         return shown
 
     def close(self) -> None:
-        closed = getattr(self, "disable", True)   # tqdm marks a closed bar disabled
+        was_closed = getattr(self, "disable", True)   # tqdm marks a closed bar disabled
         super().close()
-        if not closed:
+        if not was_closed:
             self._push(force=True, closed=True)
 
     def _push(self, force: bool = False, closed: bool = False) -> None:

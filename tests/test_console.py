@@ -48,7 +48,7 @@ def test_each_stage_writes_its_own_log(quiet):
     for rnd, stages in STAGES.items():
         for stage in stages:
             text = (run_dir / "logs" / rnd / f"{stage}.log").read_text()
-            assert text.startswith("==== ") and f"done in" in text, (rnd, stage, text)
+            assert text.startswith("==== ") and "done in" in text, (rnd, stage, text)
     logs = run_dir / "logs" / "round_1"
     assert "train epoch 1/" in (logs / "train.log").read_text()     # the trainer's per-epoch lines
     assert "generate: 100%" in (logs / "generate.log").read_text()  # the generation's bar, as lines

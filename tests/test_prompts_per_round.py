@@ -144,3 +144,19 @@ def test_driver_refuses_before_generating(pool, tmp_path, capsys):
     assert not round_paths(run_dir, 1).stage("generate").exists()
     assert not run_dir.exists()   # nothing ran: the driver creates run_dir only after the checks
     check_rounds(load_config("configs/arena_sppo.yaml", args[4:] + ["data.reuse_prompts=true"]), [1, 2, 3, 4])
+
+
+@pytest.mark.slow
+def test_four_rounds_over_a_three_slice_pool_run_with_reuse(pool, tmp_path, ray_local):
+    """The same four-round request runs once data.reuse_prompts allows it: round 4 wraps to round 1's slice."""
+    import datasets
+
+    from pipelines.round import main
+    run_dir = tmp_path / "run"
+    tiny = ["generation.k=2", "generation.max_new_tokens=8", "data.eval_limit=8", "eval.samples_per_prompt=1",
+            "train.epochs=1", "wandb.mode=disabled"]
+    assert main(["--round", "1-4", "--config", "configs/arena_sppo.yaml", f"data.train_prompts={pool}",
+                 "data.prompts_per_round=3", "data.reuse_prompts=true", f"run_dir={run_dir}", *tiny]) == 0
+    seen = [sorted(set(datasets.load_from_disk(str(round_paths(run_dir, n).stage("generate")))["prompt_id"]))
+            for n in (1, 2, 3, 4)]
+    assert seen[0] == ["p0", "p1", "p2"] and seen[3] == seen[0] and len({tuple(s) for s in seen[:3]}) == 3
