@@ -62,7 +62,7 @@ plan: setup  ## what a round would run, where, in how much memory: make plan CON
 	$(BIN)/python -m pipelines.plan --config $(CONFIG) --round $(ROUND) $(OVERRIDES) $(ARGS)
 
 test: setup  ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --durations=15
 
 test-fast: setup  ## tests without whole rounds, vLLM or a browser
 	$(BIN)/python -m pytest -q tests -m "not slow and not vllm and not browser"

@@ -155,3 +155,29 @@ def _cross_once(judge: Judge, prompts, a, b, stats: JudgeStats) -> list[np.ndarr
     for (k, i, j), p in zip(index, probs):
         out[k][i, j] = p
     return out
+
+
+def compare_by_scores(score, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+    """P(a ≻ b) from absolute scores (`score(prompts, responses) -> array`, NaN = unscored): 1 / ½ / 0
+    by comparison, NaN (abstain) when either side is unscored. For the rubric and self-reward judges."""
+    n = len(prompts)
+    s = score(list(prompts) * 2, list(a) + list(b))
+    sa, sb = s[:n], s[n:]
+    out = np.where(sa > sb, 1.0, np.where(sa < sb, 0.0, 0.5))
+    out[np.isnan(sa) | np.isnan(sb)] = np.nan
+    return out
+
+
+def symmetric_matrices(compare, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Each prompt's K×K matrix from one `compare(prompts, a, b)` call over its unordered pairs (a judge
+    whose compare is already order-symmetric): M_ij = compare, M_ji = 1 − M_ij, M_ii = ½."""
+    fp, fa, fb, index = [], [], [], []
+    for k, (p, rs) in enumerate(zip(prompts, responses)):
+        for i in range(len(rs)):
+            for j in range(i + 1, len(rs)):
+                fp.append(p), fa.append(rs[i]), fb.append(rs[j]), index.append((k, i, j))
+    probs = compare(fp, fa, fb) if fp else np.zeros(0)
+    out = [np.full((len(rs), len(rs)), 0.5) for rs in responses]
+    for (k, i, j), v in zip(index, probs):
+        out[k][i, j], out[k][j, i] = v, 1.0 - v
+    return out

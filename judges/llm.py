@@ -352,16 +352,8 @@ class LLMJudge:
 
     def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Each unordered pair once through compare (both orders inside); M_ji = 1 − M_ij."""
-        fp, fa, fb, index = [], [], [], []
-        for k, (p, rs) in enumerate(zip(prompts, responses)):
-            for i in range(len(rs)):
-                for j in range(i + 1, len(rs)):
-                    fp.append(p), fa.append(rs[i]), fb.append(rs[j]), index.append((k, i, j))
-        probs = self.compare(fp, fa, fb) if fp else np.zeros(0)
-        out = [np.full((len(rs), len(rs)), 0.5) for rs in responses]
-        for (k, i, j), p in zip(index, probs):
-            out[k][i, j], out[k][j, i] = p, 1.0 - p
-        return out
+        from judges.base import symmetric_matrices
+        return symmetric_matrices(self.compare, prompts, responses)
 
     def diagnostics(self) -> dict[str, float]:
         return {
@@ -570,12 +562,8 @@ class RubricJudge:
         return [score_matrix(s) for s in self.score_groups(prompts, responses)]
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        n = len(prompts)
-        s = self.score(list(prompts) * 2, list(a) + list(b))
-        sa, sb = s[:n], s[n:]
-        out = np.where(sa > sb, 1.0, np.where(sa < sb, 0.0, 0.5))
-        out[np.isnan(sa) | np.isnan(sb)] = np.nan
-        return out
+        from judges.base import compare_by_scores
+        return compare_by_scores(self.score, prompts, a, b)
 
     def diagnostics(self) -> dict[str, float]:
         return {

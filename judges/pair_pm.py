@@ -168,16 +168,8 @@ class PairPMJudge:
 
     def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Each unordered pair once through compare (both orders inside); M_ji = 1 − M_ij, M_ii = ½."""
-        fp, fa, fb, index = [], [], [], []
-        for k, (p, rs) in enumerate(zip(prompts, responses)):
-            for i in range(len(rs)):
-                for j in range(i + 1, len(rs)):
-                    fp.append(p), fa.append(rs[i]), fb.append(rs[j]), index.append((k, i, j))
-        probs = self.compare(fp, fa, fb)
-        out = [np.full((len(rs), len(rs)), 0.5) for rs in responses]
-        for (k, i, j), v in zip(index, probs):
-            out[k][i, j], out[k][j, i] = v, 1.0 - v
-        return out
+        from judges.base import symmetric_matrices
+        return symmetric_matrices(self.compare, prompts, responses)
 
     def diagnostics(self) -> dict[str, float]:
         return {

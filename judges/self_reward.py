@@ -200,12 +200,8 @@ class SelfRewardJudge:
         return out
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        n = len(prompts)
-        s = self.score(list(prompts) * 2, list(a) + list(b))
-        sa, sb = s[:n], s[n:]
-        out = np.where(sa > sb, 1.0, np.where(sa < sb, 0.0, 0.5))
-        out[np.isnan(sa) | np.isnan(sb)] = np.nan
-        return out
+        from judges.base import compare_by_scores
+        return compare_by_scores(self.score, prompts, a, b)
 
     def diagnostics(self) -> dict[str, float]:
         return {

@@ -73,8 +73,10 @@ def _arena_sft(root: Path) -> Path:
     return out
 
 
-def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",
-                 id_column: str = "prompt_id") -> list[PromptRow]:
+def open_dataset(src: str, split: str = "train", what: str = "prompts"):
+    """The `datasets.Dataset` behind a source: a local `datasets` directory, a jsonl/json/parquet/csv
+    file, the arena's builtin sets, or a hub dataset (needs network or a local HF cache). One
+    DataError naming `what` and the source otherwise."""
     import datasets
 
     src = resolve_builtin(src)
@@ -85,16 +87,21 @@ def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt
         elif p.is_file():
             fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(p.suffix)
             if fmt is None:
-                raise DataError(f"{src}: unsupported prompt file type {p.suffix!r}")
+                raise DataError(f"{src}: unsupported file type {p.suffix!r} for {what}")
             ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
         else:
-            ds = datasets.load_dataset(src, split=split)  # hub name: needs network or a local HF cache
+            ds = datasets.load_dataset(src, split=split)
     except DataError:
         raise
     except Exception as e:  # the datasets library raises many types; the user needs one message
-        raise DataError(f"cannot load prompts from {src!r}: {type(e).__name__}: {e}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split]
+        raise DataError(f"cannot load {what} from {src!r}: {type(e).__name__}: {e}") from None
+    return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+
+
+def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",
+                 id_column: str = "prompt_id") -> list[PromptRow]:
+    ds = open_dataset(src, split, "prompts")
+    src = resolve_builtin(src)
     if prompt_column not in ds.column_names:
         raise DataError(f"{src}: no column {prompt_column!r} (columns: {ds.column_names})")
     ids = ds[id_column] if id_column in ds.column_names else [str(i) for i in range(len(ds))]

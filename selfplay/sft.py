@@ -32,21 +32,9 @@ SFT = Algorithm(name="sft", loss_keys=(), paper="supervised fine-tuning", refere
 def load_demonstrations(cfg) -> list[PreferencePair]:
     """init.sft_data's rows as pairs whose `chosen` is the demonstration (`rejected` is a stub: the
     trainer scores pairs, and an empty response costs one token)."""
-    import datasets
-
-    from selfplay.data import DataError, resolve_builtin
+    from selfplay.data import DataError, open_dataset
     i = cfg.init
-    src = resolve_builtin(i.sft_data)
-    p = Path(src)
-    try:
-        if p.is_dir():
-            ds = datasets.load_from_disk(str(p))
-        elif p.is_file():
-            ds = datasets.load_dataset("parquet" if p.suffix == ".parquet" else "json", data_files=str(p), split="train")
-        else:
-            ds = datasets.load_dataset(src, split=cfg.data.split)
-    except Exception as e:  # noqa: BLE001  the datasets library raises many types; the user needs one message
-        raise DataError(f"init.sft_data: cannot load {i.sft_data!r}: {type(e).__name__}: {e}") from None
+    ds = open_dataset(i.sft_data, cfg.data.split, "init.sft_data")
     missing = [c for c in (i.prompt_column, i.response_column) if c not in ds.column_names]
     if missing:
         raise DataError(f"init.sft_data {i.sft_data!r}: no column {missing[0]!r} (columns: {ds.column_names})")

@@ -14,10 +14,9 @@ last assistant turn. Anything else is a DataError. An empty cell gives that prom
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from selfplay.config import DataConfig
-from selfplay.data import DataError, resolve_builtin, round_source
+from selfplay.data import DataError, open_dataset, round_source
 
 
 def teacher_text(value, where: str = "") -> str:
@@ -36,35 +35,10 @@ def teacher_text(value, where: str = "") -> str:
                     f"got {str(value)[:200]!r}")
 
 
-def _open(src: str, split: str):
-    """The dataset behind a prompt source (as selfplay.data.load_prompts opens it)."""
-    import datasets
-
-    src = resolve_builtin(src)
-    p = Path(src)
-    try:
-        if p.is_dir() and (p / "dataset_info.json").exists():
-            ds = datasets.load_from_disk(str(p))
-        elif p.is_file():
-            fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(p.suffix)
-            if fmt is None:
-                raise DataError(f"{src}: unsupported prompt file type {p.suffix!r}")
-            ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
-        else:
-            ds = datasets.load_dataset(src, split=split)
-    except DataError:
-        raise
-    except Exception as e:  # the datasets library raises many types; the user needs one message
-        raise DataError(f"cannot load teacher responses from {src!r}: {type(e).__name__}: {e}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split]
-    return ds
-
-
 def teacher_responses(d: DataConfig, round_: int, prompt_ids) -> dict[str, str]:
     """{prompt_id: gold response} for the given ids of round n's source (ids without one are left out)."""
     src = round_source(d, round_)
-    ds = _open(src, d.split)
+    ds = open_dataset(src, d.split, "teacher responses")
     if d.teacher_column not in ds.column_names:
         raise DataError(f"data.teacher_column: {src} has no column {d.teacher_column!r} (columns: {ds.column_names})")
     ids = ds[d.id_column] if d.id_column in ds.column_names else [str(i) for i in range(len(ds))]
