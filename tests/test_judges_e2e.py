@@ -100,11 +100,12 @@ def cream_two_rounds(tmp_path_factory, ray_local):
 
 
 def test_cream_round_two_ranks_with_the_previous_model(cream_two_rounds):
-    """Round 2 scores with π_1 (implicit reward against π_0) and ranks again with π_0: C is computed per prompt."""
+    """Round 2 scores with π_1 and ranks again with π_0 (the SFT model M1), both implicit rewards against the
+    base M0: C is computed per prompt."""
     import datasets
     j = json.loads((cream_two_rounds / "round_2/eval/metrics.json").read_text())["judge"]
     assert j["models_loaded"] >= 2 and j["consistency_computed"] == 16 and j["consistency_filled_with_mean"] == 0
-    assert j["reward"] != j["previous_reward"] and "none" not in j["previous_reward"]
+    assert j["reward"] == j["previous_reward"] == "logratio"   # π_1 and π_0 = M1, each against the base M0
     judged = datasets.load_from_disk(str(cream_two_rounds / "round_2/judgments"))
     c = np.asarray(judged["consistency"])
     assert ((0 <= c) & (c <= 1)).all() and j["consistency_mean"] == pytest.approx(c.mean())
