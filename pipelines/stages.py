@@ -7,19 +7,14 @@ dict of diagnostics for the manifest.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from selfplay.artifacts import seed_for  # noqa: F401  (stages and their callers seed with it)
 from selfplay.config import Config
-
-
-def seed_for(*parts) -> int:
-    """A 31-bit seed from (base seed, round, stage, prompt id, ...), stable across machines."""
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def _save(rows: list[dict], out: Path) -> None:

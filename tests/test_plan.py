@@ -39,7 +39,7 @@ def test_every_config_plans_every_round_it_has_prompts_for(config, capsys):
         assert rc == 0, err
         assert f"✓ round {n} can run as configured" in out and err == ""
         lines = out.splitlines()
-        assert 12 <= len(lines) <= 25
+        assert len(lines) <= 25, "the plan must stay a table a person reads in ten seconds"
         top = next(i for i, ln in enumerate(lines) if ln.startswith("stage "))
         rows = lines[top + 1: lines.index("", top)]
         round0 = ["init"] + (["sft"] if load_config(config).init.sft_data else []) + ["eval"]

@@ -37,6 +37,7 @@ import random
 import numpy as np
 
 from selfplay.algorithms import Algorithm, PairContext, PairTensors
+from selfplay.artifacts import seed_for
 from selfplay.losses import egpo_loss
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -131,7 +132,7 @@ def judged_pairs(w, batch: list[tuple[str, str]], judge, cfg, seed: int, tag: st
 
     g = cfg.generation
     texts = [t for _, t in batch]
-    reqs = lambda kind: [Request(t, _seed(seed, tag, kind, pid)) for pid, t in batch]  # noqa: E731
+    reqs = lambda kind: [Request(t, seed_for(seed, tag, kind, pid)) for pid, t in batch]  # noqa: E731
     model = w.live_model()
     with autocast(w.device, cfg.model.dtype):
         ys = sample_live(model, w.tok, reqs("pair"), SamplingSpec(2, g.temperature, g.top_p, g.max_new_tokens, g.top_k),
@@ -148,11 +149,6 @@ def judged_pairs(w, batch: list[tuple[str, str]], judge, cfg, seed: int, tag: st
         pairs.append(PreferencePair(prompt=text, chosen=c, rejected=r, prompt_id=pid, chosen_winrate=pc,
                                     rejected_winrate=pr, target=1.0, round=round_))
     return pairs
-
-
-def _seed(*parts) -> int:
-    import hashlib
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 ALGORITHMS = [Algorithm(name="egpo", loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",),
