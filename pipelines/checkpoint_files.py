@@ -18,10 +18,10 @@ TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_tok
 
 
 def sampling_defaults(cfg: Config) -> dict:
-    """generation.* as transformers GenerationConfig fields. top_k = 0 turns off transformers' own
-    default top-k of 50, which neither the HF nor the vLLM backend applies."""
+    """generation.* as transformers GenerationConfig fields. generation.top_k = 0 (off) is written as 0,
+    which also turns off transformers' own default top-k of 50 that the backends do not apply."""
     g = cfg.generation
-    return {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p, "top_k": 0,
+    return {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p, "top_k": g.top_k,
             "max_new_tokens": g.max_new_tokens}
 
 

@@ -144,3 +144,12 @@ def test_make_plan_target_runs_without_ray_or_vllm():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'vllm'}))" % SPPO)
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_assumed_gpu_size_decides_what_fits(capsys):
+    """resources.gpu_memory_gb is what the plan budgets against: the one-GPU 7B SPPO that 80 GB refuses
+    (94.4 GiB > 72) fits a 141 GB GPU (limit 126.9 GiB)."""
+    one_gpu = ["train.workers=1", "train.strategy=ddp"]
+    assert run(capsys, "--config", SPPO, *one_gpu)[0] == 2
+    rc, out, _ = run(capsys, "--config", SPPO, *one_gpu, "resources.gpu_memory_gb=141")
+    assert rc == 0 and "94.4/126.9 ✓" in out

@@ -29,13 +29,16 @@ def test_sft_fits_the_demonstrations(tiny_policy, tmp_path):
     from selfplay.trainer import load_policy
 
     data = tmp_path / "sft.jsonl"
-    rows = [{"prompt": f"tell me about ocean {w}", "response": "wave tide coral"} for w in ("a", "the", "owl", "pine")]
+    rows = [{"q": f"tell me about ocean {w}", "a": "wave tide coral"} for w in ("a", "the", "owl", "pine")]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(None, [f"model.policy={tiny_policy}", f"init.sft_data={data}", "init.epochs=8", "init.lr=1e-2",
+                             "init.prompt_column=q", "init.response_column=a",
                              "train.batch_size=2", "train.schedule=constant", "train.warmup_ratio=0"])
     demos = load_demonstrations(cfg)
     res = train_sft(tiny_policy, tmp_path / "m1", cfg, seed=0)
-    assert res.steps == 16 and res.step_log[0]["loss"] > res.step_log[-1]["loss"]
+    assert res.steps == 16 and res.step_log[0]["loss"] > res.step_log[-1]["loss"]   # init.epochs, not train.epochs
+    assert {r["lr"] for r in res.step_log} == {1e-2}                                   # init.lr, not train.lr
+    assert [d.prompt for d in demos][:1] == ["tell me about ocean a"] and demos[0].chosen == "wave tide coral"
 
     def nll(path):
         tok, model = load_policy(str(path))
