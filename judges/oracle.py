@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from selfplay.arena import assess, oracle_probability
+from selfplay.arena import DEFAULT_RULES, ArenaRules, assess, oracle_probability
 
 
 class OracleJudge:
@@ -20,12 +20,16 @@ class OracleJudge:
 
     name = "oracle"
 
+    def __init__(self, rules: ArenaRules = DEFAULT_RULES):
+        self.rules = rules
+
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        return np.array([oracle_probability(p, x, y) for p, x, y in zip(prompts, a, b)], dtype=np.float64)
+        return np.array([oracle_probability(p, x, y, self.rules) for p, x, y in zip(prompts, a, b)], dtype=np.float64)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """The arena quality q(response) per (prompt, response)."""
-        return np.array([assess(p, r).quality for p, r in zip(prompts, responses)], dtype=np.float64)
+        """The arena quality Q(response) per (prompt, response), capped as the preference caps it."""
+        return np.array([self.rules.capped(assess(p, r).quality) for p, r in zip(prompts, responses)],
+                        dtype=np.float64)
 
     def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per prompt, the quality of each of its responses."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from judges.base import Judge
+from selfplay.arena import DEFAULT_RULES, ArenaRules
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class JudgeContext:
     reference_policy: str = ""  # π_ref for CREAM's implicit reward
     device: str = "cpu"         # from the resources of the actor the judge runs in (planned_device)
     seed: int = 0
+    arena: ArenaRules = DEFAULT_RULES   # the oracle's rules (config section arena:)
 
 
 def planned_device(resources) -> str:
@@ -45,7 +47,7 @@ def actor_device(ctx: JudgeContext) -> str:
 
 def _oracle(cfg, ctx: JudgeContext) -> Judge:
     from judges.oracle import OracleJudge
-    return OracleJudge()
+    return OracleJudge(ctx.arena)
 
 
 def _pairrm(cfg, ctx: JudgeContext) -> Judge:

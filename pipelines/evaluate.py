@@ -149,4 +149,19 @@ def assemble_metrics(run_dir: str, n: int, cfg: Config, versus: dict, gen_info: 
         "eval_judge": versus["round_0"]["judge_stats"] | {"name": versus["round_0"]["judge"]},
         "stage_seconds": round_info.get("stage_seconds", {}),
         "samples": samples,
+        **arena_metrics(out / "generations", cfg),
     }
+
+
+def arena_metrics(generations: Path, cfg: Config) -> dict:
+    """On the arena's game: exploitability (distance from Nash), the style mix and mean quality of the
+    eval samples (selfplay/exploitability.py); nothing elsewhere, where no best response is known."""
+    from selfplay.config import uses_arena
+    from selfplay.exploitability import exploitability, mean_quality, style_mix
+
+    if not uses_arena(cfg):
+        return {}
+    groups = group_generations(generations)
+    prompts, responses = [p for _, p, _ in groups], [[r["response"] for r in rs] for _, _, rs in groups]
+    return {"exploitability": exploitability(prompts, responses, cfg.arena, seed=cfg.seed).to_dict(),
+            "style_mix": style_mix(prompts, responses), "mean_quality": mean_quality(prompts, responses)}

@@ -131,7 +131,8 @@ def base_path(cfg: Config) -> Path:
 
 def _eval_part(c: dict) -> dict:
     return {"seed": c["seed"], "data": c["data"], "eval": c["eval"], "max_new_tokens": c["generation"]["max_new_tokens"],
-            "backend": c["generation"]["backend"], "judge": c["eval_judge"]}
+            "backend": c["generation"]["backend"], "judge": c["eval_judge"],
+            "arena": c["arena"]}
 
 
 def check_previous(cfg: Config, n: int) -> None:
@@ -154,7 +155,7 @@ def judge_context(cfg: Config, n: int):
     # With an SFT stage, round 1's previous model is the base M0 and M0 is the reward's reference (CREAM §8.1).
     base = str(base_path(cfg))
     return JudgeContext(policy=r(n - 1), previous_policy=base if n == 1 else r(n - 2), reference_policy=base,
-                        device=planned_device(cfg.resources.judge), seed=cfg.seed)
+                        device=planned_device(cfg.resources.judge), seed=cfg.seed, arena=cfg.arena)
 
 
 def reference_paths(cfg: Config, n: int, names: tuple[str, ...]) -> dict[str, Path]:
@@ -181,7 +182,7 @@ def run_round(cfg: Config, n: int) -> dict:
         ensure_round_zero(cfg)
     m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
                       generation_resources(cfg), stages.generate, str(prev.policy), cfg, n, round_=n)
-    m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"]},
+    m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"], "arena": c["arena"]},
                         {"generations": rp.stage("generate")}, "judge", judge_resources(cfg),
                         stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
     earlier = [round_paths(cfg.run_dir, k).stage("preferences") for k in range(1, n)]

@@ -245,8 +245,15 @@ def sft(base: str, cfg: Config, out: Path) -> dict:
 
 def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:
     """Round 0's eval stage: only the initial policy's eval samples, which every round compares against,
-    and their AlpacaEval export (the starting policy's entry)."""
-    from pipelines.evaluate import export_alpaca_eval   # here: pipelines.evaluate imports this module
+    and their AlpacaEval export (the starting policy's entry). On the arena, its metrics.json holds the
+    initial policy's exploitability, style mix and mean quality (no win rates: nothing came before it)."""
+    import json
+
+    from pipelines.evaluate import arena_metrics, export_alpaca_eval, finite_json   # here: evaluate imports us
     info = generate(policy, cfg, round_, out / "generations", eval_set=True)
     export_alpaca_eval(out / "generations", cfg, round_, out)
+    arena = arena_metrics(out / "generations", cfg)
+    if arena:
+        metrics = {"round": round_, "algorithm": cfg.algorithm, **arena}
+        (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
     return info

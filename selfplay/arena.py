@@ -2,13 +2,16 @@
 
 A prompt asks about one topic. A response is a run of words. The oracle scores a pair with
 
-    P(a ≻ b | x) = σ( QUALITY_WEIGHT · (q(a) − q(b)) + STYLE_WEIGHT · rps(style(a), style(b)) )
+    P(a ≻ b | x) = σ( w_q · (Q(a) − Q(b)) + w_s · rps(style(a), style(b)) )
 
 * quality q (transitive): +1 per distinct on-topic word, −1 per word of another topic,
   −0.5 per repeated word;
 * style (intransitive): the style whose marker words a response uses most ("bold", "calm" or
   "witty"; none on a tie). bold beats calm, calm beats witty, witty beats bold, as in
-  rock-paper-scissors, so no single style wins and a Nash policy mixes them.
+  rock-paper-scissors, so no single style wins and a Nash policy mixes them;
+* Q = min(q, quality_cap) when a cap is set (ArenaRules): past the cap more quality does not count,
+  so a policy can reach the top of the transitive part and what is left is the cyclic game.
+  The weights w_q, w_s and the cap are the config's `arena:` section (defaults 0.7, 1.5, no cap).
 
 P(a ≻ b) + P(b ≻ a) = 1 exactly, so the oracle is a proper preference. It is deterministic and
 cheap, which makes the loop's learning visible on a laptop.
@@ -47,11 +50,23 @@ TEMPLATES = (
 AUDIENCES = ("", " for a child", " for a sailor", " for a poet", " for a student",
              " for a friend", " for a painter", " for a traveller")
 
-QUALITY_WEIGHT = 0.7
-STYLE_WEIGHT = 1.5
 _WORD_TOPIC = {w: t for t, ws in TOPICS.items() for w in ws}
 _WORD_STYLE = {w: s for s, ws in STYLES.items() for w in ws}
 _WORDS = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class ArenaRules:
+    """The oracle's parameters: the config's `arena:` section."""
+    quality_weight: float = 0.7        # w_q: how much one point of quality moves the logit
+    style_weight: float = 1.5          # w_s: how much winning the rock-paper-scissors of styles moves it
+    quality_cap: float = 0.0           # > 0: quality above this counts as this (0 = no cap)
+
+    def capped(self, quality: float) -> float:
+        return min(quality, self.quality_cap) if self.quality_cap > 0 else quality
+
+
+DEFAULT_RULES = ArenaRules()
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,21 @@ def rps(a: str | None, b: str | None) -> int:
     return 1 if BEATS[a] == b else -1
 
 
-def oracle_probability(prompt: str, a: str, b: str) -> float:
-    va, vb = assess(prompt, a), assess(prompt, b)
-    z = QUALITY_WEIGHT * (va.quality - vb.quality) + STYLE_WEIGHT * rps(va.style, vb.style)
+def verdict_probability(va: Verdict, vb: Verdict, rules: ArenaRules = DEFAULT_RULES) -> float:
+    """P(a ≻ b) from the two responses' verdicts."""
+    z = (rules.quality_weight * (rules.capped(va.quality) - rules.capped(vb.quality))
+         + rules.style_weight * rps(va.style, vb.style))
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def oracle_probability(prompt: str, a: str, b: str, rules: ArenaRules = DEFAULT_RULES) -> float:
+    return verdict_probability(assess(prompt, a), assess(prompt, b), rules)
+
+
+def best_quality(prompt: str) -> float:
+    """The highest q any response to `prompt` can have: every word of its topic once (0 off-topic)."""
+    topic = prompt_topic(prompt)
+    return float(len(TOPICS[topic])) if topic else 0.0
 
 
 def sft_answer(rng, prompt: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from selfplay.arena import ArenaRules
+
 
 class ConfigError(ValueError):
     """A problem in the configuration, reported before any stage runs."""
@@ -191,6 +193,14 @@ class Config:
     eval_judge: JudgeConfig = field(default_factory=JudgeConfig)   # absent from the file: a copy of judge:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # The synthetic arena's oracle (selfplay/arena.py ArenaRules: quality_weight, style_weight, quality_cap):
+    # read by the oracle judge and by the evaluate stage's exploitability on arena prompts.
+    arena: ArenaRules = field(default_factory=ArenaRules)
+
+
+def uses_arena(cfg: "Config") -> bool:
+    """Whether this config plays the arena's game: an oracle judges, or the eval prompts are the arena's."""
+    return "oracle" in (cfg.judge.name, cfg.eval_judge.name) or cfg.data.eval_prompts.startswith("builtin:arena")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -342,6 +352,11 @@ def validate(cfg: Config) -> None:
            "judge.name=llm with judge.mode=rubric (the paper's rubric) or the arena's oracle")
     _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
     _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
+    a = cfg.arena
+    _check(a.quality_weight >= 0 and a.style_weight >= 0 and a.quality_cap >= 0,
+           f"arena: quality_weight, style_weight and quality_cap must be >= 0, got {a}")
+    _check(uses_arena(cfg) or a == ArenaRules(), "arena: set, but nothing in this config plays the arena "
+           "(no oracle judge and data.eval_prompts is not builtin:arena/...); remove it")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
     sources = [d.train_prompts] if isinstance(d.train_prompts, str) else list(d.train_prompts)
     for i, src in enumerate(sources):

@@ -88,3 +88,28 @@ def test_bf16_training_reaches_fp32s_win_rate(run, tmp_path_factory):
     assert abs(got - want) <= 0.03, (got, want)
     train = json.loads((bf16 / "round_3/policy/manifest.json").read_text())["extra"]
     assert train["updated_fraction"] > 0.99
+
+
+def test_exploitability_in_metrics_matches_a_brute_force_best_response_on_the_eval_samples(run):
+    """Round 0 to 3's metrics.json exploitability, recomputed from the eval generations by a second route:
+    enumerate candidate responses, ask the oracle about each against the policy's samples, keep the best."""
+    import numpy as np
+
+    from pipelines.stages import group_generations
+    from selfplay.arena import TOPICS, oracle_probability, prompt_topic
+    from test_exploitability import _candidates
+
+    for n in range(4):
+        m = _metrics(run, n)
+        groups = group_generations(run / f"round_{n}/eval/generations")
+        per = []
+        for _, prompt, rows in groups:
+            samples = [r["response"] for r in rows]
+            topic_words = TOPICS[prompt_topic(prompt)]
+            best = max(np.mean([oracle_probability(prompt, c, y) for y in samples])
+                       for c in _candidates(prompt, topic_words))
+            per.append(best - 0.5)
+        ex = m["exploitability"]
+        assert ex["n"] == len(groups) and ex["mean"] == pytest.approx(float(np.mean(per)), abs=1e-9), n
+        assert ex["ci_low"] <= ex["mean"] <= ex["ci_high"]
+        assert sum(m["style_mix"].values()) == pytest.approx(1.0) and math.isfinite(m["mean_quality"])
