@@ -59,11 +59,12 @@ def _read_json(f: Path) -> Any:
         return None
 
 
-def load_rounds(run_dir: Path) -> list[dict]:
-    """Every round's metrics, sorted by round; unreadable files are reported and skipped."""
+def load_rounds(run_dir: Path, first: int = 1) -> list[dict]:
+    """Every round's metrics from round `first` on, sorted by round; unreadable files are reported and
+    skipped. Round 0's metrics.json (the initial policy: exploitability, no win rates) is read only with first=0."""
     rounds = []
     for n, f in _round_dirs(Path(run_dir), "eval/metrics.json"):
-        m = _read_json(f)
+        m = _read_json(f) if n >= first else None
         if isinstance(m, dict):
             rounds.append({**m, "round": n})   # the directory is the truth
     return rounds
@@ -121,6 +122,7 @@ class Run:
     tokens_per_s: dict[int, float] = field(default_factory=dict)
     config: str | None = None       # config.yaml's text; None when the run has none
     name: str = ""
+    initial: dict = field(default_factory=dict)   # round 0's metrics.json: the initial policy's exploitability
 
     @property
     def xs(self) -> list[int]:
@@ -133,8 +135,9 @@ def load_run(run_dir: Path) -> Run:
         config = (run_dir / "config.yaml").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         config = None
+    initial = next((m for m in load_rounds(run_dir, first=0) if m["round"] == 0), {})
     return Run(run_dir, load_rounds(run_dir), load_versus(run_dir), load_train_log(run_dir),
-               load_tokens_per_s(run_dir), config, run_dir.resolve().name or str(run_dir))
+               load_tokens_per_s(run_dir), config, run_dir.resolve().name or str(run_dir), initial)
 
 
 # --------------------------------------------------------------------------------------------- values
@@ -443,6 +446,54 @@ def stages_figure(rounds: list[dict]) -> go.Figure:
     return _layout(fig, xs, "Stage wall time", "seconds")
 
 
+def exploitability_figure(points: list[dict]) -> go.Figure:
+    """The curve a Nash learner drives to 0 (round 0 included), its 95% band, and its two parts."""
+    fig, xs = go.Figure(), [m["round"] for m in points]
+    mean, lo, hi = ([_num(m, "exploitability", k) for m in points] for k in ("mean", "ci_low", "ci_high"))
+    _band(fig, xs, lo, hi, COLOURS[3], "exploitability 95% CI")
+    fig.add_scatter(x=xs, y=mean, mode="lines+markers", name="exploitability", line={"color": COLOURS[3]})
+    for k, label, dash in (("quality_part", "quality part (style ignored)", "dot"),
+                           ("style_part", "style part (quality at its maximum)", "dash")):
+        fig.add_scatter(x=xs, y=[_num(m, "exploitability", k) for m in points], mode="lines+markers", name=label,
+                        line={"color": COLOURS[3], "dash": dash, "width": 1})
+    fig.add_scatter(x=xs, y=[_num(m, "mean_quality") for m in points], mode="lines+markers", yaxis="y2",
+                    name="mean quality (right; max 10)", line={"color": COLOURS[2]})
+    fig.update_layout(yaxis={"rangemode": "tozero"},
+                      yaxis2={"overlaying": "y", "side": "right", "title": "quality", "showgrid": False})
+    return _layout(fig, xs, "Exploitability: how much a best response beats the policy (0 = Nash)",
+                   "max_c E P(c ≻ y) − ½")
+
+
+def style_figure(points: list[dict]) -> go.Figure:
+    """The eval samples' style mix per round, stacked to 1: the cyclic part of the arena's game."""
+    fig, xs = go.Figure(), [m["round"] for m in points]
+    for style, colour in zip(("bold", "calm", "witty", "none"), (COLOURS[3], COLOURS[0], COLOURS[1], "#bbb")):
+        fig.add_scatter(x=xs, y=[_num(m, "style_mix", style) for m in points], mode="lines+markers", name=style,
+                        stackgroup="style", line={"color": colour})
+    fig.update_layout(yaxis={"range": [0, 1], "tickformat": ".0%"})
+    return _layout(fig, xs, "Style mix of the eval samples", "share of samples")
+
+
+def judge_gap_figure(rounds: list[dict]) -> go.Figure:
+    """The training judge's win rate next to the truth's on the same pairs: the gap is the judge being exploited."""
+    fig, xs = go.Figure(), [m["round"] for m in rounds]
+    for k, label, colour in (("judge_winrate", "training judge", COLOURS[4]), ("oracle_winrate", "oracle", COLOURS[0])):
+        fig.add_scatter(x=xs, y=[_num(m, "judge_vs_oracle", k) for m in rounds], mode="lines+markers", name=label,
+                        line={"color": colour})
+    fig.add_hline(y=0.5, line={"color": "grey", "dash": "dash", "width": 1})
+    return _layout(fig, xs, "Judge vs truth: win rate vs the initial policy on the same pairs", "win rate")
+
+
+def arena_charts(run: "Run") -> list[tuple[str, go.Figure]]:
+    """The arena's charts, where the run has their data."""
+    points = [m for m in [run.initial, *run.rounds] if isinstance(m.get("exploitability"), dict)]
+    charts = [("chart-exploitability", exploitability_figure(points)), ("chart-style", style_figure(points))] \
+        if points else []
+    if any(isinstance(m.get("judge_vs_oracle"), dict) for m in run.rounds):
+        charts.append(("chart-judge-gap", judge_gap_figure(run.rounds)))
+    return charts
+
+
 def _layout(fig: go.Figure, rounds: list[int] | None, title: str, ytitle: str, xtitle: str = "round") -> go.Figure:
     """Shared look; a round axis gets exactly one tick per round that has metrics."""
     fig.update_layout(title={"text": title, "x": 0.02}, xaxis_title=xtitle, yaxis_title=ytitle, height=420,
@@ -533,13 +584,15 @@ def summary_table(rounds: list[dict]) -> str:
     def lc(m: dict, key: str) -> str:
         return _interval(m.get(key), "lc", "lc_ci_low", "lc_ci_high")
 
+    arena = any(isinstance(m.get("exploitability"), dict) for m in rounds)
     head = ("round", "vs initial [95% CI]", "LC vs initial [95% CI]", "vs previous [95% CI]",
-            "LC vs previous [95% CI]", "tokens", "train loss")
+            "LC vs previous [95% CI]", "tokens", "train loss") + (("exploitability [95% CI]",) if arena else ())
     rows = "".join(f"<tr><td>{m['round']}</td><td>{wr(m, 'winrate_vs_initial')}</td>"
                    f"<td>{lc(m, 'winrate_vs_initial')}</td><td>{wr(m, 'winrate_vs_previous')}</td>"
                    f"<td>{lc(m, 'winrate_vs_previous')}</td>"
-                   f"<td>{cell(m, 'mean_response_tokens', fmt='{:.1f}')}</td><td>{cell(m, 'train_loss')}</td></tr>"
-                   for m in rounds)
+                   f"<td>{cell(m, 'mean_response_tokens', fmt='{:.1f}')}</td><td>{cell(m, 'train_loss')}</td>"
+                   + (f"<td>{_interval(m.get('exploitability'), 'mean', 'ci_low', 'ci_high')}</td>" if arena else "")
+                   + "</tr>" for m in rounds)
     return f"<table id='summary'><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>"
 
 
@@ -686,6 +739,7 @@ def build_dashboard(run_dir: Path, out: Path | None = None) -> Path:
                                length_figure(rounds), loss_figure(rounds), steps_figure(run.steps),
                                steps_pref_figure(run.steps), judge_figure(rounds),
                                throughput_figure(rounds, run.tokens_per_s), stages_figure(rounds))))
+    charts[1:1] = arena_charts(run)   # next to the win rates: what they cannot show
     algos = sorted({str(m["algorithm"]) for m in rounds if m.get("algorithm")})
     intro = (f"{len(rounds)} evaluated round(s); algorithm {html.escape(', '.join(algos) or '?')}; "
              f"{len(run.steps)} optimizer step(s) logged. {_INTRO}")

@@ -49,7 +49,8 @@ def _flat(prefix: str, d: dict, out: dict) -> dict:
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The numbers wandb gets: the same values as metrics.json, flattened with '/' separators."""
     keep = {k: metrics[k] for k in ("winrate_vs_initial", "winrate_vs_previous", "mean_response_tokens",
-                                   "train_loss", "judge", "eval_judge", "stage_seconds") if metrics.get(k) is not None}
+                                   "train_loss", "judge", "eval_judge", "stage_seconds", "exploitability",
+                                   "style_mix", "mean_quality", "judge_vs_oracle") if metrics.get(k) is not None}
     out = _flat("", keep, {})
     ratings = metrics.get("ratings") or {}
     for key in ("elo", "ci_low", "ci_high"):   # ratings/elo/round_k: this round's view of every policy
@@ -196,7 +197,7 @@ def log_round(cfg: Config, metrics: dict) -> bool:
 
     run_dir = Path(cfg.run_dir).resolve()
     offset = train_offset(cfg, ledger, n)
-    records = train_log(cfg.run_dir, n)
+    records = train_log(cfg.run_dir, n) if n > 0 else []   # round 0 (the initial policy) is a point, not training
     steps = train_rows(records, offset, n)
     scalars = scalar_metrics(metrics)
     with _wandb_env(run_dir):

@@ -38,11 +38,13 @@ def test_metrics_json_and_wandb_carry_the_same_numbers(run):
     assert list((run / "wandb").glob("offline-run-*")), "no offline wandb run under the run directory"
     rows = history(run / "wandb")
     rounds = [r for r in rows if "round" in r]   # round-level metrics live on the `round` axis
-    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]   # round 0: the initial policy's exploitability
     logged = {r["round"]: r for r in rounds}
+    assert logged[0]["exploitability/mean"] == _metrics(run, 0)["exploitability"]["mean"]
     for n in (1, 2, 3):
         expected = scalar_metrics(_metrics(run, n))
         assert len(expected) > 20 and "winrate_vs_initial/lc" in expected and "ratings/elo/round_0" in expected
+        assert "exploitability/ci_high" in expected and "style_mix/none" in expected and "mean_quality" in expected
         for key, value in expected.items():
             got = logged[n].get(key)
             assert got is not None and (math.isclose(got, value, rel_tol=1e-12) or got == value), (n, key, got, value)
@@ -71,6 +73,12 @@ def test_make_dashboard_shows_three_rounds_in_chromium(run, tmp_path):
                                    ".find(t => t.name === 'vs initial (raw)').y")
         assert shown == pytest.approx([_metrics(run, n)["winrate_vs_initial"]["mean"] for n in (1, 2, 3)])
         assert len(drv.find_elements(By.CSS_SELECTOR, "#chart-ratings .point")) == 4
+        ex = drv.execute_script("return document.getElementById('chart-exploitability').data"
+                                ".find(t => t.name === 'exploitability').y")   # round 0 included: the start
+        assert ex == pytest.approx([_metrics(run, n)["exploitability"]["mean"] for n in range(4)])
+        styles = drv.execute_script("return document.getElementById('chart-style').data.map(t => [t.name, t.y])")
+        assert {n: y for n, y in styles}["none"] == pytest.approx([_metrics(run, n)["style_mix"]["none"]
+                                                                   for n in range(4)])
         assert drv.find_elements(By.CSS_SELECTOR, "#samples tr[data-round='3']")
         assert [e for e in drv.get_log("browser") if e["level"] == "SEVERE"] == []
         _screenshot(drv, tmp_path)
