@@ -190,16 +190,18 @@ class Worker:
         padded = mine + [mine[-1] if mine else 0] * (per - len(mine))
         was_training = model.training
         model.eval()
-        sides = []
+        chosen, rejected = [], []
         with torch.no_grad(), autocast(self.device, cfg.model.dtype):  # not inference_mode: FSDP2 rejects it
-            for side in ("chosen", "rejected"):
-                vals = [sequence_logprobs(model, self.tok, [pairs[i].prompt for i in padded[b:b + REF_BATCH]],
-                                          [getattr(pairs[i], side) for i in padded[b:b + REF_BATCH]],
-                                          average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
-                        for b in range(0, per, REF_BATCH)]
-                sides.append(_gather_strided(torch.cat(vals).float(), n, self.world, self.device))
+            for b in range(0, per, REF_BATCH):
+                sel = [pairs[i] for i in padded[b:b + REF_BATCH]]
+                # both sides in one call: its length groups then mix chosen and rejected sequences
+                lp = sequence_logprobs(model, self.tok, [p.prompt for p in sel] * 2,
+                                       [p.chosen for p in sel] + [p.rejected for p in sel],
+                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+                chosen.append(lp[:len(sel)])
+                rejected.append(lp[len(sel):])
         model.train(was_training)
-        return sides[0], sides[1]
+        return tuple(_gather_strided(torch.cat(v).float(), n, self.world, self.device) for v in (chosen, rejected))
 
 
 def shard(batch: list[int], rank: int, world: int) -> list[int]:
@@ -296,12 +298,8 @@ def _reshard(model) -> None:
 
 def _hf_model(model):
     """The transformers model inside the DDP / _Anchored / peft wrappers."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    if isinstance(model, _Anchored):
-        model = model.inner
-    get = getattr(model, "get_base_model", None)
-    return get() if get else model
+    from selfplay.logprobs import causal_lm
+    return causal_lm(model)
 
 
 # ---------------------------------------------------------------- checkpoint

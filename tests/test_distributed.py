@@ -124,7 +124,9 @@ def test_two_workers_match_one(strategy, ray_local, tiny_policy, single, tmp_pat
     for mine, theirs in zip(res.step_log, ref.step_log):   # the log describes the global batch, not a shard
         numbers = lambda row: {k: v for k, v in row.items() if k != "phase"}  # noqa: E731
         assert mine["phase"] == theirs["phase"]
-        assert numbers(mine) == pytest.approx(numbers(theirs), rel=1e-5, abs=1e-7)
+        # abs 1e-5: a log-ratio is the difference of two log-prob sums of size ~30, whose fp32 spacing is
+        # 2e-6; split into other length groups or shards, a sum may differ in its last bits.
+        assert numbers(mine) == pytest.approx(numbers(theirs), rel=1e-5, abs=1e-5)
     assert res.loss_curve == pytest.approx(ref.loss_curve, rel=1e-6)
     base, a, b = _weights(Path(tiny_policy)), _weights(ref_out), _weights(out)
     assert _max_diff(a, base) > 1e-4          # the steps did move the weights ...
