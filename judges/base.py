@@ -1,8 +1,18 @@
 """The one judge interface: P(a ≻ b | prompt) as a probability, NaN meaning "abstained".
 
-Every judge is a plain object with a ``name`` and a batched ``compare``; the K×K matrix for one
-prompt's K responses is built from ``compare`` by :func:`preference_matrices` (all ordered pairs in
-one batch, both orders averaged), unless a judge has a faster native ``matrices``.
+Every judge is a plain object with a ``name`` and a batched ``compare``. The judge stage asks it the
+comparisons the round's algorithm declares (:func:`judge_comparisons`: the full matrix, INPO's bracket,
+EGPO's pairs against y″), each in one batched call, in the orders the judge needs (:func:`ask_pairs`).
+A judge with a native ``matrices`` is asked for the whole matrix instead, unless it says its answers
+are independent pairs. Optional attributes a judge may declare:
+
+* ``order_symmetric = True``: compare(a, b) = 1 − compare(b, a) exactly in meaning (the oracle), so
+  one order per pair is asked;
+* ``both_orders = True``: compare already asks both orders and averages them (LLM, pair-PM judges),
+  so it is called once per pair and counted as two queries;
+* ``independent_pairs = True`` (with ``matrices``): each pair's answer depends on the prompt and the
+  two responses only, so a subset of the pairs gives the same numbers as the whole matrix.
+
 Judges never see Ray: ``pipelines/actors.py`` wraps them.
 """
 from __future__ import annotations
@@ -26,7 +36,8 @@ class Judge(Protocol):
 class JudgeStats:
     """Diagnostics one judging stage reports (manifest and metrics.json)."""
 
-    pairs: int = 0                 # ordered pairs asked
+    pairs: int = 0                 # ordered pairs asked (one pair in both orders: two)
+    calls: int = 0                 # batched judge calls
     seconds: float = 0.0
     abstained: int = 0             # NaN answers
     both_orders: int = 0           # unordered pairs asked in both orders
@@ -38,6 +49,7 @@ class JudgeStats:
         n = max(self.pairs, 1)
         return {
             "pairs": self.pairs,
+            "judge_calls": self.calls,
             "pairs_per_s": self.pairs / self.seconds if self.seconds > 0 else float("nan"),
             "abstain_rate": self.abstained / n,
             "position_disagreement_rate": (
@@ -48,57 +60,106 @@ class JudgeStats:
         }
 
 
+def asks_pairs(judge: Judge) -> bool:
+    """Whether the judge can be asked only some pairs (see the module docstring). A native ``matrices``
+    (PairRM's aggregated scores, the score-based judges) is taken to need the whole set of responses."""
+    return bool(getattr(judge, "independent_pairs", not hasattr(judge, "matrices")))
+
+
 def preference_matrices(
     judge: Judge, prompts: Sequence[str], responses: Sequence[Sequence[str]], stats: JudgeStats | None = None
 ) -> list[np.ndarray]:
-    """K×K matrices M[i, j] = P(r_i ≻ r_j), asking every ordered pair once in a single batch.
+    """Full K×K matrices M[i, j] = P(r_i ≻ r_j), every unordered pair in one batched call; the diagonal is ½."""
+    from selfplay.algorithms import all_pairs
+    return judge_comparisons(judge, prompts, responses, all_pairs, stats)
 
-    Both orders are averaged (M_ij = mean(p(i,j), 1 − p(j,i)) over the non-NaN answers) so position
-    bias cancels and M + Mᵀ = 1 wherever both answers exist; the diagonal is ½.
-    """
+
+def judge_comparisons(judge: Judge, prompts: Sequence[str], responses: Sequence[Sequence[str]], next_pairs,
+                      stats: JudgeStats | None = None) -> list[np.ndarray]:
+    """Per prompt the K×K matrix of the comparisons `next_pairs(m, asked)` asks for (an algorithm's
+    Comparisons.next_pairs), NaN where never asked or abstained, M_ji = 1 − M_ij, diagonal ½.
+
+    Each round collects every prompt's next pairs and asks them in ONE batched call, then asks the plan
+    again with the answers filled in, until no prompt wants more: an adaptive plan keeps its batching.
+    A judge that cannot answer pairs alone (:func:`asks_pairs`) gives its whole matrix instead."""
     stats = stats if stats is not None else JudgeStats()
-    if hasattr(judge, "matrices"):  # a judge with a native batched matrix (e.g. PairRM) uses it
-        t0 = time.perf_counter()
-        out = judge.matrices(prompts, responses)
-        stats.seconds += time.perf_counter() - t0
-        stats.pairs += sum(len(r) * (len(r) - 1) for r in responses)
-        stats.abstained += int(sum(np.isnan(m).sum() for m in out))
-        _record_lengths(stats, out, responses)
-        return out
-    flat_p, flat_a, flat_b, index = [], [], [], []
-    for k, (p, rs) in enumerate(zip(prompts, responses)):
-        for i in range(len(rs)):
-            for j in range(len(rs)):
-                if i != j:
-                    flat_p.append(p), flat_a.append(rs[i]), flat_b.append(rs[j]), index.append((k, i, j))
+    if not asks_pairs(judge):
+        return _native_matrices(judge, prompts, responses, stats)
+    mats = [_unasked(len(rs)) for rs in responses]
+    asked = [np.eye(len(rs), dtype=bool) for rs in responses]
+    while todo := _next_round(next_pairs, mats, asked):
+        probs = ask_pairs(judge, [prompts[n] for n, _, _ in todo], [responses[n][i] for n, i, _ in todo],
+                          [responses[n][j] for n, _, j in todo], stats)
+        for (n, i, j), p in zip(todo, probs):
+            mats[n][i, j], mats[n][j, i] = p, 1.0 - p      # NaN stays NaN
+            asked[n][i, j] = asked[n][j, i] = True
+    _record_lengths(stats, mats, responses)
+    return mats
+
+
+def _unasked(k: int) -> np.ndarray:
+    m = np.full((k, k), np.nan)
+    np.fill_diagonal(m, 0.5)
+    return m
+
+
+def _next_round(next_pairs, mats: list[np.ndarray], asked: list[np.ndarray]) -> list[tuple[int, int, int]]:
+    """(prompt, i, j), i < j, for every pair the plan wants now. Always asked as (lower, higher) index, so
+    M_ij (i < j) is the same float whichever plan asked it; a plan asking a pair twice would never end."""
+    todo = []
+    for n, (m, a) in enumerate(zip(mats, asked)):
+        for i, j in next_pairs(m, a):
+            if a[i, j]:
+                raise ValueError(f"comparison plan asked pair ({i}, {j}) again (or a response against itself)")
+            todo.append((n, min(i, j), max(i, j)))
+    return todo
+
+
+def _native_matrices(judge: Judge, prompts, responses, stats: JudgeStats) -> list[np.ndarray]:
     t0 = time.perf_counter()
-    probs = np.asarray(judge.compare(flat_p, flat_a, flat_b), dtype=np.float64) if flat_p else np.zeros(0)
+    out = judge.matrices(prompts, responses)
     stats.seconds += time.perf_counter() - t0
-    stats.pairs += len(flat_p)
-    stats.abstained += int(np.isnan(probs).sum())
-    raw = [np.full((len(rs), len(rs)), np.nan) for rs in responses]
-    for (k, i, j), p in zip(index, probs):
-        raw[k][i, j] = p
-    out = []
-    for m in raw:
-        out.append(_symmetrise(m, stats))
+    stats.calls += 1
+    stats.pairs += sum(len(r) * (len(r) - 1) for r in responses)
+    stats.abstained += int(sum(np.isnan(m).sum() for m in out))
     _record_lengths(stats, out, responses)
     return out
 
 
-def _symmetrise(raw: np.ndarray, stats: JudgeStats) -> np.ndarray:
-    k = raw.shape[0]
-    m = np.full((k, k), 0.5)
-    for i in range(k):
-        for j in range(i + 1, k):
-            fwd, bwd = raw[i, j], raw[j, i]
-            votes = [v for v in (fwd, 1.0 - bwd) if not np.isnan(v)]
-            if not np.isnan(fwd) and not np.isnan(bwd):
-                stats.both_orders += 1
-                stats.order_disagreements += int((fwd - 0.5) * ((1.0 - bwd) - 0.5) < 0)
-            p = float(np.mean(votes)) if votes else np.nan
-            m[i, j], m[j, i] = p, (1.0 - p if not np.isnan(p) else np.nan)
-    return m
+def ask_pairs(judge: Judge, prompts: Sequence[str], a: Sequence[str], b: Sequence[str],
+              stats: JudgeStats | None = None) -> np.ndarray:
+    """P(a_i ≻ b_i) for each pair in ONE batched judge call, in the orders the judge needs: once for an
+    order-symmetric judge or one whose compare asks both orders itself; otherwise (a, b) and (b, a) in
+    the same call, averaged over the non-NaN answers, so position bias cancels."""
+    stats = stats if stats is not None else JudgeStats()
+    n = len(prompts)
+    single = getattr(judge, "order_symmetric", False)
+    t0 = time.perf_counter()
+    if single or getattr(judge, "both_orders", False):
+        probs = np.asarray(judge.compare(list(prompts), list(a), list(b)), dtype=np.float64) if n else np.zeros(0)
+        per_pair = 1 if single else 2
+        stats.pairs += per_pair * n
+        stats.abstained += per_pair * int(np.isnan(probs).sum())
+    else:
+        raw = (np.asarray(judge.compare(list(prompts) * 2, list(a) + list(b), list(b) + list(a)), dtype=np.float64)
+               if n else np.zeros(0))
+        probs = _average_orders(raw[:n], raw[n:], stats)
+        stats.pairs += 2 * n
+        stats.abstained += int(np.isnan(raw).sum())
+    stats.seconds += time.perf_counter() - t0
+    stats.calls += 1
+    return probs
+
+
+def _average_orders(fwd: np.ndarray, bwd: np.ndarray, stats: JudgeStats) -> np.ndarray:
+    out = np.full(len(fwd), np.nan)
+    for n, (f, b) in enumerate(zip(fwd, bwd)):
+        votes = [v for v in (f, 1.0 - b) if not np.isnan(v)]
+        if len(votes) == 2:
+            stats.both_orders += 1
+            stats.order_disagreements += int((f - 0.5) * ((1.0 - b) - 0.5) < 0)
+        out[n] = float(np.mean(votes)) if votes else np.nan
+    return out
 
 
 def _record_lengths(stats: JudgeStats, mats: list[np.ndarray], responses: Sequence[Sequence[str]]) -> None:
@@ -114,43 +175,12 @@ def _record_lengths(stats: JudgeStats, mats: list[np.ndarray], responses: Sequen
 
 def cross_preferences(judge: Judge, prompts: Sequence[str], a: Sequence[Sequence[str]], b: Sequence[Sequence[str]],
                       stats: JudgeStats | None = None) -> list[np.ndarray]:
-    """Per prompt, the [len(a_k), len(b_k)] matrix of P(a_i ≻ b_j), each pair asked in both orders
-    (a first, then b first) and averaged, so a judge's position bias cannot favour either policy."""
-    stats = stats if stats is not None else JudgeStats()
-    if getattr(judge, "both_orders", False):  # the judge asks both orders itself (LLM judge): once is enough
-        return _cross_once(judge, prompts, a, b, stats)
-    fp, fa, fb, index = [], [], [], []
-    for k, (p, xs, ys) in enumerate(zip(prompts, a, b)):
-        for i, x in enumerate(xs):
-            for j, y in enumerate(ys):
-                fp += [p, p]
-                fa += [x, y]
-                fb += [y, x]
-                index.append((k, i, j))
-    t0 = time.perf_counter()
-    probs = np.asarray(judge.compare(fp, fa, fb), dtype=np.float64) if fp else np.zeros(0)
-    stats.seconds += time.perf_counter() - t0
-    stats.pairs += len(fp)
-    stats.abstained += int(np.isnan(probs).sum())
-    out = [np.full((len(xs), len(ys)), np.nan) for xs, ys in zip(a, b)]
-    for n, (k, i, j) in enumerate(index):
-        fwd, bwd = probs[2 * n], probs[2 * n + 1]
-        if not np.isnan(fwd) and not np.isnan(bwd):
-            stats.both_orders += 1
-            stats.order_disagreements += int((fwd - 0.5) * ((1.0 - bwd) - 0.5) < 0)
-        votes = [v for v in (fwd, 1.0 - bwd) if not np.isnan(v)]
-        out[k][i, j] = float(np.mean(votes)) if votes else np.nan
-    return out
-
-
-def _cross_once(judge: Judge, prompts, a, b, stats: JudgeStats) -> list[np.ndarray]:
+    """Per prompt, the [len(a_k), len(b_k)] matrix of P(a_i ≻ b_j), all in one batched call; each pair
+    in both orders unless the judge is order-symmetric or asks both itself (:func:`ask_pairs`), so a
+    judge's position bias cannot favour either policy."""
     index = [(k, i, j) for k, (xs, ys) in enumerate(zip(a, b)) for i in range(len(xs)) for j in range(len(ys))]
-    t0 = time.perf_counter()
-    probs = (np.asarray(judge.compare([prompts[k] for k, _, _ in index], [a[k][i] for k, i, _ in index],
-                                      [b[k][j] for k, _, j in index]), dtype=np.float64) if index else np.zeros(0))
-    stats.seconds += time.perf_counter() - t0
-    stats.pairs += 2 * len(index)
-    stats.abstained += int(np.isnan(probs).sum())
+    probs = ask_pairs(judge, [prompts[k] for k, _, _ in index], [a[k][i] for k, i, _ in index],
+                      [b[k][j] for k, _, j in index], stats)
     out = [np.full((len(xs), len(ys)), np.nan) for xs, ys in zip(a, b)]
     for (k, i, j), p in zip(index, probs):
         out[k][i, j] = p

@@ -316,6 +316,7 @@ class LLMJudge:
 
     name = "llm"
     both_orders = True
+    independent_pairs = True   # a verdict reads one pair: the judge stage may ask only the pairs it needs
 
     def __init__(self, verdicts):
         self.verdicts = verdicts          # callable: judge prompts -> list[Verdict]
@@ -498,7 +499,7 @@ class RubricJudge:
     * :meth:`score`: each (prompt, response) alone, the same prompt with one candidate. :meth:`compare`
       (evaluation) uses it, so the two policies' answers never share a request and order cannot matter.
     * P(a ≻ b) for the matrix and for compare is derived from the scores: 1 if s_a > s_b, ½ if equal,
-      0 if lower, NaN if either is NaN (judges.self_reward.score_matrix). The pair rule that needs the
+      0 if lower, NaN if either is NaN (selfplay.records.score_matrix). The pair rule that needs the
       scores themselves (DNO's) reads them from JudgedPrompt.scores, which the judge stage fills from
       :meth:`score_groups` (answers are memoised, so this costs no second request).
 
@@ -558,7 +559,7 @@ class RubricJudge:
         return np.array([self._single[k] for k in keys], dtype=np.float64)
 
     def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        from judges.self_reward import score_matrix
+        from selfplay.records import score_matrix
         return [score_matrix(s) for s in self.score_groups(prompts, responses)]
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:

@@ -19,6 +19,7 @@ class OracleJudge:
     """Deterministic and order-symmetric, so both orders agree and it never abstains."""
 
     name = "oracle"
+    order_symmetric = True   # P(a ≻ b) + P(b ≻ a) = 1 by construction: one order per pair is asked
 
     def __init__(self, rules: ArenaRules = DEFAULT_RULES):
         self.rules = rules

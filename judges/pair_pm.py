@@ -90,6 +90,7 @@ class PairPMJudge:
 
     name = "pair_pm"
     both_orders = True   # compare() already covers both orders (judges.base.cross_preferences asks once)
+    independent_pairs = True   # one pair per query: the judge stage may ask only the pairs it needs
 
     def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 8):
         self.device, self.batch_size = device, max(1, int(batch_size))

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from selfplay.records import score_matrix  # noqa: F401  (scores → P matrix; judges and DNO share it)
+
 RUBRIC = """Review the user's question and the corresponding response using the additive 5-point scoring system \
 described below. Points are accumulated based on the satisfaction of each criterion:
 
@@ -96,15 +98,6 @@ def response_seed(seed: int, prompt: str, response: str) -> int:
     """A 31-bit seed per (ctx.seed, prompt, response): the same response always gets the same samples."""
     h = hashlib.sha256("\x1f".join(("self_reward", str(seed), prompt, response)).encode()).hexdigest()
     return int(h[:8], 16) & 0x7FFFFFFF
-
-
-def score_matrix(scores: np.ndarray) -> np.ndarray:
-    """P_ij = 1 / ½ / 0 as s_i >, =, < s_j; NaN where either score is NaN; diagonal ½."""
-    s = np.asarray(scores, dtype=np.float64)
-    m = np.where(s[:, None] > s[None, :], 1.0, np.where(s[:, None] < s[None, :], 0.0, 0.5))
-    m[np.isnan(s[:, None]) | np.isnan(s[None, :])] = np.nan
-    np.fill_diagonal(m, 0.5)
-    return m
 
 
 class SelfRewardJudge:

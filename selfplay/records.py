@@ -42,6 +42,9 @@ class JudgedPrompt:
     scores: list[float] = dataclasses.field(default_factory=list)
     teacher_idx: int = -1              # index of the teacher's (gold) response among responses (data.teacher_column);
                                        # -1 = none. Its n_tokens entry is -1: the policy did not write it
+    # The comparisons the judge was asked (selfplay.algorithms.Comparisons.name): "matrix" = every pair (older
+    # files lack it); otherwise only the algorithm's, and matrix entries never asked are NaN.
+    comparisons: str = "matrix"
 
     def array(self) -> np.ndarray:
         return np.asarray(self.matrix, dtype=np.float64)
@@ -95,3 +98,12 @@ def row_to_pair(row: dict) -> PreferencePair:
         return v[0]["content"]
     (pair,) = from_rows(PreferencePair, [{**row, **{k: text(row[k]) for k in ("prompt", "chosen", "rejected")}}])
     return pair
+
+
+def score_matrix(scores: np.ndarray) -> np.ndarray:
+    """P_ij = 1 / ½ / 0 as s_i >, =, < s_j; NaN where either score is NaN; diagonal ½."""
+    s = np.asarray(scores, dtype=np.float64)
+    m = np.where(s[:, None] > s[None, :], 1.0, np.where(s[:, None] < s[None, :], 0.0, 0.5))
+    m[np.isnan(s[:, None]) | np.isnan(s[None, :])] = np.nan
+    np.fill_diagonal(m, 0.5)
+    return m

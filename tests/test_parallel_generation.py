@@ -70,7 +70,7 @@ def test_two_judge_actors_give_the_single_actors_matrices(ray_local, tmp_path):
     two = judge(tmp_path / "gen", two_cfg, JudgeContext(), tmp_path / "two")
     rows = lambda d: datasets.load_from_disk(str(d)).to_list()  # noqa: E731
     assert rows(tmp_path / "one") == rows(tmp_path / "two")
-    assert one["pairs"] == two["pairs"] == 5 * 3 * 2 and two["judge_actors"] == 2
+    assert one["pairs"] == two["pairs"] == 5 * 3 and two["judge_actors"] == 2   # K(K−1)/2: the oracle, one order
     for key in ("abstain_rate", "mean_winner_chars", "mean_loser_chars"):
         assert two[key] == pytest.approx(one[key]), key
 

@@ -33,7 +33,8 @@ def test_preference_matrix_is_complementary_with_half_diagonal():
     m = preference_matrices(OracleJudge(), ["Describe the forest."], [["pine moss", "wave", "pine", "owl boldly"]], stats)[0]
     assert np.allclose(np.diag(m), 0.5)
     assert np.allclose(m + m.T, 1.0)
-    assert stats.pairs == 12 and stats.abstained == 0 and stats.order_disagreements == 0
+    # the oracle is order-symmetric: each of the 6 unordered pairs is asked in one order only
+    assert stats.pairs == 6 and stats.abstained == 0 and stats.order_disagreements == 0 and stats.both_orders == 0
     assert m[0, 1] == pytest.approx(arena.oracle_probability("Describe the forest.", "pine moss", "wave"))
 
 

@@ -1,17 +1,26 @@
 """The one registry of round algorithms. `algorithm: <name>` in the config picks one.
 
 An algorithm says which frozen policies' log-probs its loss needs (computed once per round,
-before training), how judged prompts become training pairs, and its per-example loss.
+before training), which comparisons its pair rule reads (the judge stage asks the judge exactly
+those), how judged prompts become training pairs, and its per-example loss.
+
+Nothing here or in the algorithm modules imports torch at import time (the losses are imported where
+they run): the judge stage reads an algorithm's comparisons without paying for torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import torch
+import numpy as np
 
 from selfplay.records import JudgedPrompt, PreferencePair
+
+if TYPE_CHECKING:
+    import torch
+
+Pair = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,31 @@ class PairContext:
 
 
 @dataclass(frozen=True)
+class Comparisons:
+    """Which of a prompt's candidates the judge compares: an algorithm's declaration, which the judge
+    stage follows (judges.base.judge_comparisons).
+
+    next_pairs(m, asked) gets one prompt's K×K matrix so far (M_ij = P(i ≻ j); NaN where not asked, or
+    where the judge abstained) and the K×K mask of the pairs asked, and returns the unordered pairs
+    (i, j) to ask next, [] once the pair rule has all it reads. The stage asks every prompt's next pairs
+    in ONE batched judge call and then calls next_pairs again, so an adaptive plan (INPO's bracket: a
+    match's winner plays the next) costs one judge call per stage of the bracket, not one per match.
+    """
+    name: str    # stored with each judged prompt and in the judge stage's key; "matrix" = every pair
+    next_pairs: Callable[[np.ndarray, np.ndarray], list[Pair]]
+
+
+def all_pairs(m: np.ndarray, asked: np.ndarray) -> list[Pair]:
+    """Every unordered pair not asked yet: the full K×K matrix in one call."""
+    k = m.shape[0]
+    return [(i, j) for i in range(k) for j in range(i + 1, k) if not asked[i, j]]
+
+
+# Win rates against the whole sample (SPPO's row means, best vs worst by win rate) read every entry.
+FULL_MATRIX = Comparisons("matrix", all_pairs)
+
+
+@dataclass(frozen=True)
 class Algorithm:
     name: str
     paper: str
@@ -43,7 +77,9 @@ class Algorithm:
     # The loss section's keys this algorithm reads (loss.average_logprobs is read by all); any other
     # loss key set away from its default would be silently ignored, so the config refuses it.
     loss_keys: tuple[str, ...]
-    loss: Callable[[PairTensors, object], torch.Tensor]   # (tensors, LossConfig) -> [B]
+    loss: Callable[[PairTensors, object], "torch.Tensor"]   # (tensors, LossConfig) -> [B]
+    # What the pair rule reads of the judge (the full matrix serves every rule; SFT never judges).
+    comparisons: Comparisons = FULL_MATRIX
     # A round whose update is not "reference log-probs, then epochs of the loss, then save" (EGPO's
     # extragradient) supplies it: update(worker, job) -> TrainResult, built from the operations of
     # selfplay.worker.Worker so that LoRA, workers, strategy and dtype apply to it as to every other.

@@ -53,19 +53,20 @@ ends) and of SPPO. loss.apo_base selects:
 """
 from __future__ import annotations
 
-from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.algorithms import FULL_MATRIX, Algorithm, PairTensors
 from selfplay.algorithms.sppo import best_worst_pairs
-from selfplay.losses import apo_reference, dpo_loss, sppo_loss
 
 
 def extrapolated_refs(t: PairTensors, alpha: float):
     """(chosen, rejected) log-probs of π̂ from the two frozen checkpoints."""
+    from selfplay.losses import apo_reference
     prev_c, prev_r = t.refs["previous"]
     old_c, old_r = t.refs["previous2"]
     return apo_reference(prev_c, old_c, alpha), apo_reference(prev_r, old_r, alpha)
 
 
 def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import dpo_loss, sppo_loss
     ref_c, ref_r = extrapolated_refs(t, cfg.alpha)
     if cfg.apo_base == "dpo":
         ls = 1 - t.target * (1 - cfg.label_smoothing)   # as iterative DPO: target = CREAM's C, 1 otherwise
@@ -76,4 +77,5 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
 
 ALGORITHMS = [Algorithm(name="apo", loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"),
                         paper="arXiv 2410.06293 (reconstruction; paper body unread)",
-                        references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss)]
+                        references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss,
+                        comparisons=FULL_MATRIX)]   # both bases: best vs worst by win rate

@@ -38,10 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from judges.self_reward import score_matrix
-from selfplay.algorithms import Algorithm, PairContext, PairTensors
+from selfplay.records import score_matrix
+from selfplay.algorithms import Algorithm, Comparisons, PairContext, PairTensors
 from selfplay.algorithms.sppo import winrates
-from selfplay.losses import dno_loss
 from selfplay.records import JudgedPrompt, PreferencePair, row_to_pair
 
 SCORE_TOL = 1e-9
@@ -113,7 +112,17 @@ def make_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferenceP
     return fresh + replay_pairs(ctx)
 
 
+def no_pairs(m: np.ndarray, asked: np.ndarray) -> list:
+    """The pair rule reads the absolute scores only (JudgedPrompt.scores): a judge that answers pairs one
+    by one (the oracle) is asked no pair at all; a scoring judge's own matrix comes free with its scores."""
+    return []
+
+
+COMPARISONS = Comparisons("scores", no_pairs)
+
+
 def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import dno_loss
     prev_c, prev_r = t.refs["previous"]
     return dno_loss(t.policy_chosen, t.policy_rejected, prev_c, prev_r, cfg.beta, target=t.target)
 
@@ -121,4 +130,4 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
 ALGORITHMS = [Algorithm(name="dno", loss_keys=("beta", "dno_min_chosen_score", "dno_margin", "dno_student_margin",
                                                "dno_replay"),
                         paper="arXiv 2404.03715", references=("previous",),
-                        make_pairs=make_pairs, loss=_loss)]
+                        make_pairs=make_pairs, loss=_loss, comparisons=COMPARISONS)]

@@ -14,25 +14,26 @@ loss.label_smoothing; loss.label_smoothing = 0 gives ls = 1 − C, CREAM's loss 
 """
 from __future__ import annotations
 
-from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.algorithms import FULL_MATRIX, Algorithm, PairTensors
 from selfplay.algorithms.sppo import best_worst_pairs
-from selfplay.losses import dpo_loss, ipo_loss
 
 
 def _dpo(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import dpo_loss
     ref_c, ref_r = t.refs["previous"]
     ls = 1 - t.target * (1 - cfg.label_smoothing)   # per example; target = CREAM's C, 1 otherwise
     return dpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta, ls)
 
 
 def _ipo(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import ipo_loss
     ref_c, ref_r = t.refs["previous"]
     return ipo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, cfg.beta)
 
 
 DPO = Algorithm(name="dpo", loss_keys=("beta", "label_smoothing"),
                 paper="arXiv 2305.18290 (iterative)", references=("previous",),
-                make_pairs=best_worst_pairs, loss=_dpo)
+                make_pairs=best_worst_pairs, loss=_dpo, comparisons=FULL_MATRIX)
 IPO = Algorithm(name="ipo", loss_keys=("beta",), paper="arXiv 2310.12036 (iterative)", references=("previous",),
-                make_pairs=best_worst_pairs, loss=_ipo)
+                make_pairs=best_worst_pairs, loss=_ipo, comparisons=FULL_MATRIX)
 ALGORITHMS = [DPO, IPO]

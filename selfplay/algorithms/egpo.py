@@ -24,10 +24,15 @@ preferences stages still run: they give the update its prompts and record π_t's
 state and schedule span the whole multi-epoch run; here each round starts a fresh optimizer and
 schedule (the state is not checkpointed with the policy).
 
-Pairs of the stage (make_pairs): per prompt, samples (0,1), (2,3), … are the (a, b) pairs; y″ ranges
-over the prompt's *other* samples, so P(a ≻ y″) is the mean of row a of the judged K×K matrix over
-those columns. With K = 2, y″ is drawn from {a, b} itself: the target difference is (P(a ≻ b) − ½)/β,
-the authors' `can_reduce_variance` form.
+Pairs of the stage (make_pairs): per prompt, samples (0,1), (2,3), … are the (a, b) pairs, each
+judged against one opponent sample y″ of the same round (opponent(): the last sample, or for the
+pair holding it the first), as the online path judges (y, y′) against one y″. The update trains on
+fresh samples only and reads no more of the stage than its prompts, so the judge is asked just these
+K − 1 comparisons (COMPARISONS), not the K×K matrix. A judge that can only give the whole matrix
+(PairRM's aggregated scores, the score-based judges) leaves a full matrix, and there y″ ranges over
+the prompt's *other* samples: P(a ≻ y″) is the mean of row a over those columns. With K = 2, y″ is
+drawn from {a, b} itself: the target difference is (P(a ≻ b) − ½)/β, the authors' `can_reduce_variance`
+form.
 """
 from __future__ import annotations
 
@@ -36,15 +41,33 @@ import random
 
 import numpy as np
 
-from selfplay.algorithms import Algorithm, PairContext, PairTensors
+from selfplay.algorithms import Algorithm, Comparisons, Pair, PairContext, PairTensors
 from selfplay.artifacts import seed_for
-from selfplay.losses import egpo_loss
 from selfplay.records import JudgedPrompt, PreferencePair
 
 
-def versus_rest(m: np.ndarray, a: int, b: int) -> tuple[float, float]:
-    """(P(a ≻ y″), P(b ≻ y″)) averaged over the prompt's samples other than a and b."""
-    rest = [j for j in range(m.shape[0]) if j not in (a, b)]
+def opponent(k: int, a: int) -> int:
+    """The y″ the stage's pair (a, a+1) is judged against: the last sample (unpaired when K is odd), or
+    for the pair holding it the first sample. K ≥ 3."""
+    return k - 1 if a + 1 < k - 1 else 0
+
+
+def opponent_pairs(m: np.ndarray, asked: np.ndarray) -> list[Pair]:
+    """EGPO's comparisons: (a, y″) and (a+1, y″) for each pair, (0, 1) alone when K = 2; K − 1 in all."""
+    k = m.shape[0]
+    wanted: list[Pair] = []
+    for a in range(0, k - 1, 2):
+        o = opponent(k, a) if k > 2 else None
+        wanted += [(0, 1)] if o is None else [(min(x, o), max(x, o)) for x in (a, a + 1)]
+    return [p for p in dict.fromkeys(wanted) if not asked[p]]   # K even: (0, K−1) serves two pairs
+
+
+COMPARISONS = Comparisons("egpo_opponent", opponent_pairs)
+
+
+def versus_rest(m: np.ndarray, a: int, b: int, rest: list[int] | None = None) -> tuple[float, float]:
+    """(P(a ≻ y″), P(b ≻ y″)) averaged over y″ in `rest` (default: the samples other than a and b)."""
+    rest = [j for j in range(m.shape[0]) if j not in (a, b)] if rest is None else rest
     if not rest:  # K = 2: y″ uniform on {a, b}, so the target difference is P(a ≻ b) − ½
         return (0.5 + float(m[a, b])) / 2, (0.5 + float(m[b, a])) / 2
     ra, rb = m[a, rest], m[b, rest]
@@ -56,9 +79,10 @@ def versus_rest(m: np.ndarray, a: int, b: int) -> tuple[float, float]:
 def make_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferencePair]:
     pairs = []
     for jp in judged:
-        m = jp.array()
-        for a in range(0, m.shape[0] - 1, 2):
-            pa, pb = versus_rest(m, a, a + 1)
+        m, k = jp.array(), len(jp.responses)
+        for a in range(0, k - 1, 2):
+            rest = [opponent(k, a)] if jp.comparisons == COMPARISONS.name and k > 2 else None
+            pa, pb = versus_rest(m, a, a + 1, rest)
             if math.isnan(pa) or math.isnan(pb):
                 continue
             (c, pc), (r, pr) = sorted([(a, pa), (a + 1, pb)], key=lambda x: -x[1])
@@ -69,6 +93,7 @@ def make_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[PreferenceP
 
 
 def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import egpo_loss
     ref_a, ref_b = t.refs["initial"]
     return egpo_loss(t.policy_chosen, t.policy_rejected, ref_a, ref_b, t.chosen_winrate, t.rejected_winrate,
                      cfg.beta)
@@ -152,4 +177,5 @@ def judged_pairs(w, batch: list[tuple[str, str]], judge, cfg, seed: int, tag: st
 
 
 ALGORITHMS = [Algorithm(name="egpo", loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",),
-                        make_pairs=make_pairs, loss=_loss, update=update, horizon=horizon)]
+                        make_pairs=make_pairs, loss=_loss, update=update, horizon=horizon,
+                        comparisons=COMPARISONS)]

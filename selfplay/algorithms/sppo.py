@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfplay.algorithms import Algorithm, PairContext, PairTensors
-from selfplay.losses import sppo_loss
+from selfplay.algorithms import FULL_MATRIX, Algorithm, PairContext, PairTensors
 from selfplay.records import JudgedPrompt, PreferencePair
 
 
@@ -38,9 +37,10 @@ def best_worst_pairs(judged: list[JudgedPrompt], ctx: PairContext) -> list[Prefe
 
 
 def _loss(t: PairTensors, cfg) -> "torch.Tensor":
+    from selfplay.losses import sppo_loss
     ref_c, ref_r = t.refs["previous"]
     return sppo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, t.chosen_winrate, t.rejected_winrate, cfg.eta)
 
 
 ALGORITHM = Algorithm(name="sppo", loss_keys=("eta",), paper="arXiv 2405.00675", references=("previous",),
-                      make_pairs=best_worst_pairs, loss=_loss)
+                      make_pairs=best_worst_pairs, loss=_loss, comparisons=FULL_MATRIX)
