@@ -6,10 +6,15 @@ its memory before the next starts.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import platform
 import tempfile
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 # Set before Ray is imported: without it Ray binds every listener to all interfaces.
@@ -19,6 +24,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else in-process Ray writes
 
 import ray  # noqa: E402
 
+log = logging.getLogger("selfplay")
+
 
 class StageActor:
     """Runs one stage function; reports the peak memory it saw (RSS, and GPU where present).
@@ -26,17 +33,22 @@ class StageActor:
     With a `log_file`, everything the stage prints goes there (see selfplay/progress.to_log); the
     fds are restored when the stage ends, though the actor itself ends with the stage anyway."""
 
-    def run(self, fn: Callable, args: tuple, kwargs: dict, log_file: str | None = None) -> tuple[Any, dict]:
+    def run(self, fn: Callable, args: tuple, kwargs: dict, log_file: str | None = None,
+            threads: int = 0) -> tuple[Any, dict]:
         from selfplay.progress import stage_logging, to_log
 
         with to_log(log_file), stage_logging():
-            return self._run(fn, args, kwargs)
+            return self._run(fn, args, kwargs, threads)
 
     @staticmethod
-    def _run(fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    def _run(fn: Callable, args: tuple, kwargs: dict, threads: int = 0) -> tuple[Any, dict]:
         import resource
 
         import torch
+        if threads > 0:   # torch's pools sized to the actor's cores: more threads than cores run many times slower
+            torch.set_num_threads(threads)
+            with suppress(RuntimeError):   # only settable before the first inter-op task (a reused actor)
+                torch.set_num_interop_threads(threads)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         result = fn(*args, **kwargs)
@@ -47,9 +59,13 @@ class StageActor:
 
 
 @contextmanager
-def ray_session(max_cpus_needed: float = 1, verbose: bool = False) -> Iterator[None]:
+def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str | Path | None = None) -> Iterator[None]:
     """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else start Ray locally.
 
+    A local session is this driver's own and ends with it on every exit path: ray.shutdown here, and a
+    watchdog (pipelines/reaper.py) for the paths that skip it (a SIGKILLed driver). With a run_dir, the
+    session is also recorded under RUN_DIR/.ray_sessions/ so that the next run ends the leftovers of a
+    session whose driver and watchdog were both killed. Clusters (RAY_ADDRESS) are never touched.
     Unless verbose, Ray neither echoes the workers' output (the stages write it to their logs) nor
     announces itself."""
     if ray.is_initialized():
@@ -58,14 +74,108 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False) -> Iterator[N
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
-    else:
-        tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(max_cpus_needed + 0.999)),
-                 include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    if run_dir is not None:
+        end_leftover_sessions(run_dir)
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
+    record = _own_session(tmp, run_dir)   # before ray.init: a kill while Ray starts leaves nothing behind either
     try:
+        with _sigint_ignored():   # Ray's daemons share the driver's process group: Ctrl-C is the driver's alone
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(max_cpus_needed + 0.999)),
+                     include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
         yield
     finally:
         ray.shutdown()
+        _release(record)
+
+
+@dataclass
+class SessionRecord:
+    """A local Ray session: its driver (pid and start time, as pids are reused), its temp dir (which
+    names every process of it, see pipelines/reaper.py) and its watchdog."""
+    driver_pid: int
+    driver_started: int | None
+    temp_dir: str
+    host: str
+    reaper_pid: int = 0
+    path: str = ""     # where this record is kept (not written into it)
+
+
+SESSIONS = ".ray_sessions"   # under RUN_DIR
+
+
+def end_leftover_sessions(run_dir: str | Path) -> list[int]:
+    """End the processes of recorded local sessions of this host whose driver is gone; the pids ended."""
+    from pipelines.reaper import alive, end_processes
+    ended = []
+    for f in sorted((Path(run_dir) / SESSIONS).glob("*.json")):
+        try:
+            r = SessionRecord(**json.loads(f.read_text()))
+        except (OSError, ValueError, TypeError):
+            f.unlink(missing_ok=True)   # unreadable: written by a run killed mid-write
+            continue
+        if r.host != platform.node() or alive(r.driver_pid, r.driver_started):
+            continue   # another machine's, or a driver still running: not ours to end
+        pids = end_processes(r.temp_dir)
+        if pids:
+            log.warning("ended %d leftover Ray processes of a run killed earlier (driver pid %d, Ray temp dir %s)",
+                        len(pids), r.driver_pid, r.temp_dir)
+        ended += pids
+        f.unlink(missing_ok=True)
+    return ended
+
+
+def _own_session(temp_dir: str, run_dir: str | Path | None) -> SessionRecord:
+    """Start the watchdog and record the session (under run_dir, when there is one)."""
+    import subprocess
+    import sys
+
+    from pipelines.reaper import start_time
+    me = os.getpid()
+    record = SessionRecord(me, start_time(me), temp_dir, platform.node())
+    if Path("/proc/self/stat").exists():   # the watchdog reads /proc: Linux only
+        reaper = subprocess.Popen([sys.executable, "-m", "pipelines.reaper", str(me), str(record.driver_started),
+                                   temp_dir], start_new_session=True, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  cwd=str(Path(__file__).resolve().parents[1]))
+        record.reaper_pid = reaper.pid
+    if run_dir is not None:
+        f = Path(run_dir) / SESSIONS / f"{me}.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps({k: v for k, v in asdict(record).items() if k != "path"}))
+        record.path = str(f)
+    return record
+
+
+def _release(record: SessionRecord) -> None:
+    """After ray.shutdown: the watchdog sweeps what shutdown left (and exits), the record goes."""
+    import signal
+    if record.reaper_pid:
+        with suppress(OSError):
+            os.kill(record.reaper_pid, signal.SIGTERM)
+    if record.path:
+        Path(record.path).unlink(missing_ok=True)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while Ray starts its daemons, which inherit that across exec: a terminal's Ctrl-C
+    (sent to the whole foreground process group) then reaches the driver, which shuts Ray down in order,
+    and not the GCS and raylet under it."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _worker_env() -> dict[str, str]:
@@ -74,18 +184,100 @@ def _worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
-def run_in_actor(role: str, resources, fn: Callable, *args, log_file: str | None = None, **kwargs) -> tuple[Any, dict]:
+class Unschedulable(RuntimeError):
+    """An actor asks for more than the whole cluster has: it would wait forever."""
+
+
+def check_fits(role: str, resources, count: int = 1) -> None:
+    """Refuse at once what the local cluster can never give (e.g. num_gpus=1 on a machine without a GPU),
+    instead of an actor that waits for it silently. A RAY_ADDRESS cluster may grow (an autoscaler adds
+    nodes on demand), so there only the stall report (run_in_actor) speaks."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    have = ray.cluster_resources()
+    for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+        each = getattr(resources, name)
+        if each * count > have.get(key, 0) + 1e-9:
+            many = f" for each of {count} actors" if count > 1 else ""
+            raise Unschedulable(f"resources.{role}.{name}={each:g}{many} asks for {each * count:g} {key}, but the "
+                                f"Ray cluster has {have.get(key, 0):g} (CPU {have.get('CPU', 0):g}, GPU "
+                                f"{have.get('GPU', 0):g}); lower resources.{role}.{name}"
+                                + (" or run on a machine with a GPU" if key == "GPU" else ""))
+
+
+def torch_threads(resources) -> int:
+    """Threads for torch in an actor holding resources.num_cpus cores (at least 1); an OMP_NUM_THREADS the
+    user exported wins, as it does for the actor's environment."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else max(1, int(resources.num_cpus))
+
+
+def run_in_actor(role: str, resources, fn: Callable, *args, log_file: str | None = None, stall_s: float = 0,
+                 on_stall: Callable[[float], None] | None = None, **kwargs) -> tuple[Any, dict]:
     """Start a `role` actor with `resources` (ActorResources), run `fn` in it, end the actor.
-    `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v)."""
+    `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v).
+    on_stall(seconds) is called when the stage's logs have not grown for stall_s seconds (0: never),
+    and again after each further stall_s without progress."""
+    check_fits(role, resources)
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
         # Ray would pin torch to num_cpus threads; the actor owns those cores, so say so explicitly.
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
     actor = ray.remote(**opts)(StageActor).options(name=None).remote()
     try:
-        return ray.get(actor.run.remote(fn, args, kwargs, log_file))
+        return _wait(actor.run.remote(fn, args, kwargs, log_file, torch_threads(resources)), log_file, stall_s,
+                     on_stall)
     finally:
         ray.kill(actor)
+
+
+# A signal handler that raises while the driver is inside Ray's C code (ray.wait) gets its exception
+# turned into a SystemError there; so the round's handler hands the exception to stop_waiting, and the
+# wait loop below raises it from Python at its next poll.
+_WAITING = False
+_STOP: BaseException | None = None
+_POLL_S = 0.5
+
+
+def stop_waiting(exc: BaseException) -> bool:
+    """From a signal handler: True when a stage wait is in progress and will raise `exc` within _POLL_S
+    (the handler must then return normally); False when the handler may raise it itself."""
+    global _STOP
+    if _WAITING:
+        _STOP = exc
+    return _WAITING
+
+
+def _wait(ref, log_file: str | None, stall_s: float, on_stall: Callable[[float], None] | None):
+    """ray.get(ref), polling: for an interrupt (stop_waiting) and, with stall_s > 0, for progress in the
+    stage's logs."""
+    global _WAITING, _STOP
+    watch = stall_s > 0 and on_stall is not None and log_file is not None
+    seen, since = (_logged_bytes(log_file) if watch else 0), time.monotonic()
+    _WAITING = True
+    try:
+        while not ray.wait([ref], timeout=_POLL_S)[0]:
+            if _STOP is not None:
+                exc, _STOP = _STOP, None
+                raise exc
+            if not watch:
+                continue
+            now, size = time.monotonic(), _logged_bytes(log_file)
+            if size != seen:
+                seen, since = size, now
+            elif now - since >= stall_s:
+                on_stall(now - since)
+                since = now
+    finally:
+        _WAITING = False
+    return ray.get(ref)
+
+
+def _logged_bytes(log_file: str) -> int:
+    """Bytes written so far to a stage's log and to its parts' (train.log, train.0.log, ...)."""
+    p = Path(log_file)
+    files = [p, *p.parent.glob(f"{p.stem}.*{p.suffix}")]
+    return sum(f.stat().st_size for f in files if f.exists())
 
 
 def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeout_s: float = 600, *,
@@ -105,6 +297,7 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
 
     from selfplay.progress import STAGE_LOG, part_log
 
+    check_fits(role, resources, len(calls))
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
@@ -121,7 +314,9 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
             actors.append(ray.remote(**opts)(StageActor).options(scheduling_strategy=strategy).remote())
         log_file = log_file or os.environ.get(STAGE_LOG)
         logs = [part_log(log_file, i) if log_file else None for i in range(len(calls))]
-        return [r for r, _ in ray.get([a.run.remote(fn, args, {}, lg) for a, args, lg in zip(actors, calls, logs)])]
+        threads = torch_threads(resources)
+        return [r for r, _ in ray.get([a.run.remote(fn, args, {}, lg, threads)
+                                       for a, args, lg in zip(actors, calls, logs)])]
     finally:
         for a in actors:
             ray.kill(a)

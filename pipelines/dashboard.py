@@ -66,7 +66,8 @@ def load_rounds(run_dir: Path, first: int = 1) -> list[dict]:
     for n, f in _round_dirs(Path(run_dir), "eval/metrics.json"):
         m = _read_json(f) if n >= first else None
         if isinstance(m, dict):
-            rounds.append({**m, "round": n})   # the directory is the truth
+            from pipelines.evaluate import read_timings, with_timings   # stage times, pairs/s: beside the metrics
+            rounds.append({**with_timings(m, read_timings(f.parent)), "round": n})   # the directory is the truth
     return rounds
 
 

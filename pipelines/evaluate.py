@@ -14,6 +14,7 @@ import numpy as np
 
 from pipelines.layout import round_paths
 from pipelines.stages import _load, generate, group_generations
+from selfplay.artifacts import TIMINGS
 from selfplay.config import Config
 
 
@@ -33,6 +34,22 @@ def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
     finally:
         if hasattr(judge, "close"):
             judge.close()
+
+
+def eval_judging(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> tuple[dict, dict | None]:
+    """(win rates against every earlier round by the eval judge, the training judge's gap to the truth)."""
+    return versus_all(run_dir, n, new_dir, cfg, ctx), training_judge_gap(run_dir, n, new_dir, cfg, ctx)
+
+
+def training_judge_gap(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict | None:
+    """On the arena, when the round trains with a judge other than the oracle that evaluates it: that judge's
+    win rate vs the initial policy next to the oracle's on the same pairs (pipelines/judge_gap.py)."""
+    from pipelines.judge_gap import judge_vs_oracle
+    from selfplay.config import uses_arena
+
+    if cfg.judge.name == "oracle" or cfg.eval_judge.name != "oracle" or not uses_arena(cfg):
+        return None
+    return judge_vs_oracle(run_dir, n, new_dir, cfg, ctx)
 
 
 def compare_rounds(new_dir: Path, old_dir: Path, judge, cfg: Config) -> dict:
@@ -70,17 +87,63 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     if cfg.generation.num_engines > 1:
         # This stage's actor only coordinated the engines and holds no device: judge in a judge actor.
         from pipelines.actors import map_in_actors
-        [versus] = map_in_actors("judge", res, versus_all, [args])
+        [(versus, gap)] = map_in_actors("judge", res, eval_judging, [args])
     else:
-        versus = versus_all(*args)
-    (out / "versus.json").write_text(json.dumps(versus, indent=1))
+        versus, gap = eval_judging(*args)
+    round_info = {**round_info, **({"judge_vs_oracle": gap} if gap else {})}
+    versus_content, versus_timings = split_timings(versus)
+    (out / "versus.json").write_text(json.dumps(versus_content, indent=1))
     export_alpaca_eval(out / "generations", cfg, n, out)
     round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),
                                                   "evaluate": round(time.time() - t0, 2)}}
-    metrics = assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out)
+    metrics, timings = split_timings(assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out))
     (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
+    (out / TIMINGS).write_text(json.dumps(finite_json({"metrics": timings, "versus": versus_timings}), indent=1))
     return {"winrate_vs_initial": metrics["winrate_vs_initial"]["mean"],
             "winrate_vs_previous": metrics["winrate_vs_previous"]["mean"]}
+
+
+# Wall-clock figures (stage times, judge and generation throughput) differ between two identical runs, so
+# they are kept out of the hashed metrics.json and versus.json, in timings.json beside them (hash_dir skips
+# it); read_metrics puts them back where they were for the console, wandb and the dashboard.
+WALL_CLOCK = ("stage_seconds", "seconds", "pairs_per_s", "tokens_per_s", "load_seconds")
+
+
+def split_timings(x: dict) -> tuple[dict, dict]:
+    """(x without its WALL_CLOCK entries at any depth, those entries in the same nesting)."""
+    content, timings = {}, {}
+    for k, v in x.items():
+        if k in WALL_CLOCK:
+            timings[k] = v
+        elif isinstance(v, dict):
+            content[k], inner = split_timings(v)
+            if inner:
+                timings[k] = inner
+        else:
+            content[k] = v
+    return content, timings
+
+
+def with_timings(content: dict, timings: dict) -> dict:
+    """split_timings undone: `timings` merged back into `content`."""
+    out = dict(content)
+    for k, v in timings.items():
+        out[k] = with_timings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_timings(eval_dir: Path, part: str = "metrics") -> dict:
+    """The wall-clock part of eval_dir's metrics.json (or versus.json); {} when there is none."""
+    try:
+        t = json.loads((Path(eval_dir) / TIMINGS).read_text()).get(part)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return t if isinstance(t, dict) else {}
+
+
+def read_metrics(eval_dir: Path) -> dict:
+    """A round's metrics.json with its timings put back (stage_seconds, judge pairs/s)."""
+    return with_timings(json.loads((Path(eval_dir) / "metrics.json").read_text()), read_timings(eval_dir))
 
 
 def finite_json(x):
@@ -150,6 +213,7 @@ def assemble_metrics(run_dir: str, n: int, cfg: Config, versus: dict, gen_info: 
         "stage_seconds": round_info.get("stage_seconds", {}),
         "samples": samples,
         **arena_metrics(out / "generations", cfg),
+        **({"judge_vs_oracle": round_info["judge_vs_oracle"]} if round_info.get("judge_vs_oracle") else {}),
     }
 
 

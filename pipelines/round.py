@@ -7,14 +7,16 @@ when its manifest matches (same config section, seeds and inputs), so a re-run r
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from pipelines.layout import round_paths
-from selfplay.artifacts import Manifest, atomic_dir, hash_dir, read_manifest, stable_hash
+from selfplay.artifacts import (MANIFEST, ArtifactError, Manifest, atomic_dir, hash_dir, load_manifest,
+                                 read_manifest, remember_verified, stable_hash, verify_artifact)
 from selfplay.config import Config
 
 log = logging.getLogger("selfplay")
@@ -27,41 +29,103 @@ class RoundError(RuntimeError):
 def run_stage(name: str, out: Path, cfg_part, inputs: dict[str, Path], role: str, resources,
               fn: Callable, *args, round_: int, **kwargs) -> Manifest:
     """Skip `name` if its manifest key matches, else run fn(*args, out=tmp) in an actor and commit.
-    The actor's output goes to stage_log(round_, name), unless -v streams it."""
-    from pipelines.actors import run_in_actor
-    from selfplay.progress import live_bar
-
-    input_hashes = {k: read_manifest(p).output_hash for k, p in inputs.items()}
-    key = stable_hash({"stage": name, "round": round_, "config": cfg_part, "inputs": input_hashes})
+    The actor's output goes to stage_log(round_, name), unless -v streams it. An actor that dies (its
+    process killed, as the OOM killer does) is retried from the stage's start, _SETTINGS.retries times."""
+    global _RUNNING
+    input_hashes = {k: verified_input(p) for k, p in inputs.items()}   # checked against their manifests
+    key = stage_key(name, round_, cfg_part, input_hashes)
     done = read_manifest(out)
     if done is not None and done.key == key:
         log.info("round %d %-11s skipped (manifest matches)", round_, name)
         return done
-    t0, log_file = time.time(), stage_log(round_, name)
+    _RUNNING = (round_, name)
+    log_file, tries = stage_log(round_, name), _SETTINGS.retries + 1
+    for attempt in range(1, tries + 1):
+        try:
+            m = _attempt(name, out, key, cfg_part, input_hashes, role, resources, fn, args, kwargs, round_, log_file)
+            break
+        except _ActorDied as e:
+            if attempt == tries:
+                raise RoundError(f"round {round_} stage {name} failed: its Ray actor died in each of {tries} "
+                                 f"attempt(s); its process was killed, most often by the out-of-memory killer (see "
+                                 f"`dmesg`): lower the batch sizes or give the stage more memory. Ray said: {e}"
+                                 f"{_log_tail(log_file)}") from None
+            log.warning("round %d %-11s its actor died (%s); running the stage again from its start (attempt %d of %d)",
+                        round_, name, str(e)[:200], attempt + 1, tries)
+    _RUNNING = None
+    remember_verified(out, m.output_hash)   # just hashed: its consumers need not read it again
+    log.info("round %d %-11s done in %6.1fs  %s", round_, name, m.seconds, _brief(m.extra))
+    return m
+
+
+class _ActorDied(Exception):
+    """A stage's actor (or one it started) died with its process: worth one more try from the start."""
+
+
+def _attempt(name: str, out: Path, key: str, cfg_part, input_hashes: dict, role: str, resources, fn: Callable,
+             args: tuple, kwargs: dict, round_: int, log_file: Path | None) -> Manifest:
+    """One run of a stage into a fresh temp dir, committed as `out` with its manifest."""
+    from ray.exceptions import RayActorError
+
+    from pipelines.actors import run_in_actor
+    from selfplay.progress import live_bar
+    t0 = time.time()
     with atomic_dir(out) as tmp:
         try:
             with live_bar(f"round {round_} {name}"):
-                info, mem = run_in_actor(role, resources, fn, *args, out=tmp,
-                                         log_file=log_file and str(log_file), **kwargs)
+                info, mem = run_in_actor(role, resources, fn, *args, out=tmp, log_file=log_file and str(log_file),
+                                         stall_s=_SETTINGS.stall_s, on_stall=_stall_reporter(round_, name, log_file),
+                                         **kwargs)
         except Exception as e:  # surface the stage's own error, not Ray's wrapper
             cause = getattr(e, "cause", None) or e
+            if isinstance(cause, RayActorError):
+                said = str(cause).strip()
+                raise _ActorDied(said.splitlines()[0] if said else type(cause).__name__) from None
             raise RoundError(f"round {round_} stage {name} failed: {type(cause).__name__}: {cause}"
                              f"{_log_tail(log_file)}") from None
         m = Manifest(stage=name, key=key, config_hash=stable_hash(cfg_part), inputs=input_hashes,
                      seeds={"seed": _seed(cfg_part)}, output_hash=hash_dir(tmp), seconds=round(time.time() - t0, 2),
                      extra={**info, **mem})
         m.write(tmp)
-    log.info("round %d %-11s done in %6.1fs  %s", round_, name, m.seconds, _brief(m.extra))
     return m
 
 
-# Where stage logs go: RUN_DIR/logs, set by main(); None (-v, or a caller that is not main) leaves the
-# actors' output to Ray, which streams it to the console.
-_LOG_ROOT: Path | None = None
+def _stall_reporter(round_: int, name: str, log_file: Path | None) -> Callable[[float], None]:
+    def report(idle_s: float) -> None:
+        log.warning("round %d %-11s no progress for %.0fs: its log has not grown (resources.stall_report_s)%s",
+                    round_, name, idle_s, _log_tail(log_file, 10) or
+                    " and has no line yet: its actor may still wait for the resources it asked for")
+    return report
+
+
+def verified_input(path: Path) -> str:
+    """An input artifact's output_hash once its files match it; RoundError naming the file and the fix otherwise."""
+    try:
+        return verify_artifact(path)
+    except ArtifactError as e:
+        raise RoundError(f"{e}. Regenerate it: delete {path} and run the command again") from None
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How run_stage runs stages, set for an invocation by run_rounds. The defaults (a caller that is not
+    a round driver, e.g. a test) leave the actors' output to Ray, retry nothing and report no stall."""
+    log_root: Path | None = None   # RUN_DIR/logs; None (-v) leaves the output to Ray, which streams it
+    retries: int = 0               # resources.stage_retries
+    stall_s: float = 0.0           # resources.stall_report_s
+
+
+def stage_settings(cfg: Config, log_root: Path | None) -> StageSettings:
+    return StageSettings(log_root, cfg.resources.stage_retries, cfg.resources.stall_report_s)
+
+
+_SETTINGS = StageSettings()
+_RUNNING: tuple[int, str] | None = None   # (round, stage) in progress: what an interrupted run reports
 
 
 def stage_log(round_: int, name: str) -> Path | None:
-    return _LOG_ROOT / f"round_{round_}" / f"{name}.log" if _LOG_ROOT is not None else None
+    root = _SETTINGS.log_root
+    return root / f"round_{round_}" / f"{name}.log" if root is not None else None
 
 
 def _log_tail(path: Path | None, lines: int = 20) -> str:
@@ -103,24 +167,51 @@ def trainer_resources(cfg: Config):
     return ActorResources(num_cpus=0, num_gpus=0) if needs_worker_group(cfg) else cfg.resources.trainer
 
 
-def ensure_round_zero(cfg: Config) -> None:
+@dataclass(frozen=True)
+class StageSpec:
+    """What decides whether a stage reruns: its output dir, its config part and its input artifacts."""
+    name: str
+    out: Path
+    part: dict
+    inputs: dict[str, Path]
+
+
+def stage_key(name: str, round_: int, part, input_hashes: dict[str, str]) -> str:
+    return stable_hash({"stage": name, "round": round_, "config": part, "inputs": input_hashes})
+
+
+def round_zero_parts(c: dict) -> dict[str, dict]:
+    """Round 0's stages' config parts, from the config as a dict (dataclasses.asdict)."""
+    # the init key holds what its files depend on: the source, and the sampling settings its generation_config records
+    parts = {"init": {"policy": c["model"]["policy"],
+                      "sampling": {k: c["generation"][k] for k in ("temperature", "top_p", "top_k", "max_new_tokens")}}}
+    if c["init"]["sft_data"]:
+        parts["sft"] = {"seed": c["seed"], "init": c["init"], "train": c["train"],
+                        "model": {k: c["model"][k] for k in ("policy", "dtype", "max_length")}}
+    parts["evaluate"] = _eval_part(c)
+    return parts
+
+
+def round_zero_stages(cfg: Config) -> list[StageSpec]:
     """Round 0 is the initial policy plus its eval generations (reused by every later round). With
     init.sft_data the initial policy is the SFT model, and model.policy itself is kept as round_0/base."""
+    rp, parts = round_paths(cfg.run_dir, 0), round_zero_parts(asdict(cfg))
+    specs = [StageSpec("init", base_path(cfg), parts["init"], {})]
+    if "sft" in parts:
+        specs.append(StageSpec("sft", rp.policy, parts["sft"], {"base": base_path(cfg)}))
+    return specs + [StageSpec("evaluate", rp.eval, parts["evaluate"], {"policy": rp.policy})]
+
+
+def ensure_round_zero(cfg: Config) -> None:
     from pipelines import stages
-    rp, c = round_paths(cfg.run_dir, 0), asdict(cfg)
-    sft = bool(cfg.init.sft_data)
-    # the init key holds what its files depend on: the source, and the sampling settings its generation_config records
-    init_part = {"policy": cfg.model.policy, "sampling": {k: c["generation"][k] for k in ("temperature", "top_p",
-                                                                                          "top_k", "max_new_tokens")}}
-    run_stage("init", base_path(cfg), init_part, {}, "trainer", cfg.resources.trainer,
+    s = {spec.name: spec for spec in round_zero_stages(cfg)}
+    run_stage("init", s["init"].out, s["init"].part, s["init"].inputs, "trainer", cfg.resources.trainer,
               stages.init_policy, cfg.model.policy, cfg=cfg, round_=0)
-    if sft:
-        part = {"seed": cfg.seed, "init": c["init"], "train": c["train"],
-                "model": {k: c["model"][k] for k in ("policy", "dtype", "max_length")}}
-        run_stage("sft", rp.policy, part, {"base": base_path(cfg)}, "trainer", trainer_resources(cfg),
+    if "sft" in s:
+        run_stage("sft", s["sft"].out, s["sft"].part, s["sft"].inputs, "trainer", trainer_resources(cfg),
                   stages.sft, str(base_path(cfg)), cfg, round_=0)
-    run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy}, "generation", generation_resources(cfg),
-              stages.eval_generations, str(rp.policy), cfg, 0, round_=0)
+    run_stage("evaluate", s["evaluate"].out, s["evaluate"].part, s["evaluate"].inputs, "generation",
+              generation_resources(cfg), stages.eval_generations, str(s["evaluate"].inputs["policy"]), cfg, 0, round_=0)
 
 
 def base_path(cfg: Config) -> Path:
@@ -141,7 +232,9 @@ def check_previous(cfg: Config, n: int) -> None:
     if n == 1:
         return
     prev = round_paths(cfg.run_dir, n - 1)
-    missing = [d for d in ("policy", "eval") if read_manifest(prev.root / d) is None]
+    missing = [d for d in ("policy", "eval") if not (prev.root / d / MANIFEST).exists()]
+    for d in set(("policy", "eval")) - set(missing):
+        load_manifest(prev.root / d)   # present but corrupt: ArtifactError naming the file
     if missing:
         raise RoundError(f"round {n - 1} is not complete in {cfg.run_dir} (missing {', '.join(missing)}); "
                          f"run ROUND={n - 1} first")
@@ -163,6 +256,16 @@ def reference_paths(cfg: Config, n: int, names: tuple[str, ...]) -> dict[str, Pa
     return {k: round_paths(cfg.run_dir, r[k]).policy for k in names}
 
 
+def judge_part(cfg: Config, c: dict) -> dict:
+    """What the judge stage's output depends on: the judge, the arena, and which comparisons the algorithm
+    asks for (absent for the full matrix, which serves every algorithm: run dirs judged before algorithms
+    declared their comparisons keep their key)."""
+    from selfplay.algorithms import get_algorithm
+    asked = get_algorithm(cfg.algorithm).comparisons.name
+    part = {"seed": cfg.seed, "judge": c["judge"], "arena": c["arena"]}
+    return {**part, "comparisons": asked} if asked != "matrix" else part
+
+
 def run_round(cfg: Config, n: int) -> dict:
     """One round, as the list of stages it runs."""
     from pipelines import stages
@@ -182,9 +285,8 @@ def run_round(cfg: Config, n: int) -> dict:
         ensure_round_zero(cfg)
     m_gen = run_stage("generate", rp.stage("generate"), gen_part, {"policy": prev.policy}, "generation",
                       generation_resources(cfg), stages.generate, str(prev.policy), cfg, n, round_=n)
-    m_judge = run_stage("judge", rp.stage("judge"), {"seed": cfg.seed, "judge": c["judge"], "arena": c["arena"]},
-                        {"generations": rp.stage("generate")}, "judge", judge_resources(cfg),
-                        stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
+    m_judge = run_stage("judge", rp.stage("judge"), judge_part(cfg, c), {"generations": rp.stage("generate")},
+                        "judge", judge_resources(cfg), stages.judge, rp.stage("generate"), cfg, ctx, round_=n)
     earlier = [round_paths(cfg.run_dir, k).stage("preferences") for k in range(1, n)]
     m_pref = run_stage("preferences", rp.stage("preferences"), algo_part,
                        {"judgments": rp.stage("judge"), **{f"pairs_{i + 1}": p for i, p in enumerate(earlier)}},
@@ -194,7 +296,8 @@ def run_round(cfg: Config, n: int) -> dict:
                         rp.stage("preferences"), cfg, n, ctx, round_=n)
     done = {"generate": m_gen, "judge": m_judge, "preferences": m_pref, "train": m_train}
     info = {"train_loss": m_train.extra.get("train_loss"), "loss_curve": m_train.extra.get("loss_curve", []),
-            "judge": {k: v for k, v in m_judge.extra.items() if not k.startswith("peak")},
+            # sorted, so a judge stage that ran and one read back from its manifest give the same metrics.json
+            "judge": {k: v for k, v in sorted(m_judge.extra.items()) if not k.startswith("peak")},
             "stage_seconds": {k: m.seconds for k, m in done.items()}}
     evals = {f"eval_{k}": round_paths(cfg.run_dir, k).eval for k in range(n)}
     m_eval = run_stage("evaluate", rp.eval, _eval_part(c), {"policy": rp.policy, **evals}, "generation",
@@ -203,17 +306,18 @@ def run_round(cfg: Config, n: int) -> dict:
 
 
 def parse_rounds(spec: str) -> list[int]:
-    """'3' → [3]; '1-3' → [1, 2, 3]."""
-    a, _, b = spec.partition("-")
-    lo, hi = int(a), int(b or a)
-    if hi < lo:
-        raise RoundError(f"bad round range {spec!r}")
+    """'3' → [3]; '1-3' → [1, 2, 3]; anything else (-1, abc, 3-1, 0) is a RoundError saying what is expected."""
+    import re
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", spec)
+    lo, hi = (int(m[1]), int(m[2] or m[1])) if m else (0, -1)
+    if not m or lo < 1 or hi < lo:
+        raise RoundError(f"--round / ROUND: expected a round number n >= 1 or a range a-b with 1 <= a <= b, got "
+                         f"{spec!r} (round 0, the initial policy, is made by round 1)")
     return list(range(lo, hi + 1))
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import json
     import sys
 
     from selfplay.config import ConfigError, load_config, to_yaml
@@ -230,48 +334,128 @@ def main(argv: list[str] | None = None) -> int:
     if args.round is None:
         ap.error("--round is required (a round number n, or a range a-b)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
+    from pipelines import round as imported   # under `python -m` this file is __main__, and the checks
+    from pipelines.preflight import preflight  # raise the RoundError of the imported copy
+    try:   # every check before Ray starts or anything is written (pipelines/preflight.py)
         cfg = load_config(args.config, args.overrides)
         rounds = parse_rounds(args.round)
-        check_previous(cfg, rounds[0])
-        from selfplay.data import check_rounds
-        check_rounds(cfg, rounds)   # a round without fresh prompts fails here, before Ray and any generation
-    except (ConfigError, RoundError, ValueError) as e:  # DataError is a ValueError
+        moved = preflight(cfg, rounds, force=args.force, invocation=["--config", args.config, *args.overrides])
+    except (ArtifactError, ConfigError, RoundError, imported.RoundError, ValueError, OSError) as e:  # DataError: ValueError
+        if args.verbose:
+            import traceback
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, ArtifactError) else 2   # a corrupt earlier artifact is a failure, not a bad invocation
+    for path in moved:
+        log.info("--force: the replaced artifact is kept as %s", path)
     from pipelines.actors import ray_session
-    from pipelines.tracking import log_round
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(cfg.run_dir) / "config.yaml").write_text(to_yaml(cfg))   # what the last invocation ran with
-    need = max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
-    logs = None if args.verbose else Path(cfg.run_dir).resolve() / "logs"   # absolute: actors may run elsewhere
+    write_run_config(cfg)
     try:
-        with _stage_logs_under(logs), ray_session(need, verbose=args.verbose):
-            from pipelines.submit import check_shared_run_dir
-            check_shared_run_dir(cfg.run_dir)   # on a cluster, every node must see the run directory
-            for n in rounds:
-                t0 = time.time()
-                run_round(cfg, n)
-                metrics = json.loads((round_paths(cfg.run_dir, n).eval / "metrics.json").read_text())
-                log_round(cfg, metrics)
-                _refresh_dashboard(cfg)
-                w = metrics["winrate_vs_initial"]
-                log.info("round %d complete in %.0fs: win rate vs initial %.3f [%.3f, %.3f]", n, time.time() - t0,
-                         w["mean"], w["ci_low"], w["ci_high"])
+        with _signals_handled(), ray_session(needed_cpus(cfg), verbose=args.verbose, run_dir=cfg.run_dir):
+            _on_signals(_interrupt)   # again: ray.init installs a SIGTERM handler of its own
+            run_rounds(cfg, rounds, verbose=args.verbose)
     except RoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Interrupted) as e:   # Ray's session has ended on the way out
+        code = 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
+        print(_interrupted_line(), file=sys.stderr)
+        return code
     return 0
 
 
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread as KeyboardInterrupt is for SIGINT (BaseException: no `except
+    Exception` on the way out may swallow it), so every `finally` runs: the stage's actor is killed, its temp
+    dir removed, Ray shut down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame) -> None:
+    """The first SIGINT/SIGTERM unwinds the run; a second one, while that cleanup runs, ends the process at
+    once (the Ray session's watchdog, pipelines/reaper.py, then ends what is left of it)."""
+    from pipelines.actors import stop_waiting
+    _on_signals(_exit_now)
+    exc = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+    if not stop_waiting(exc):   # inside a stage's wait, that raises it (Ray's C code would garble it)
+        raise exc
+
+
+def _exit_now(signum: int, frame) -> None:
+    import os
+    import sys
+    print(_interrupted_line(), file=sys.stderr)
+    os._exit(128 + signum)
+
+
 @contextmanager
-def _stage_logs_under(root: Path | None) -> Iterator[None]:
-    global _LOG_ROOT
-    _LOG_ROOT = root
+def _signals_handled() -> Iterator[None]:
+    """SIGINT and SIGTERM unwind the run (see _interrupt) until Ray has shut down; then the handlers the
+    caller had (a test runner's) are back."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _on_signals(_interrupt)
     try:
         yield
     finally:
-        _LOG_ROOT = None
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _on_signals(handler) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _interrupted_line() -> str:
+    where = f"in round {_RUNNING[0]} stage {_RUNNING[1]}" if _RUNNING else "between stages"
+    return f"interrupted {where}; finished stages are kept — re-run the same command to resume"
+
+
+def write_run_config(cfg: Config) -> None:
+    """RUN_DIR/config.yaml: what the last invocation ran with."""
+    from selfplay.config import to_yaml
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.run_dir) / "config.yaml").write_text(to_yaml(cfg))
+
+
+def needed_cpus(cfg: Config) -> float:
+    return max(r.num_cpus for r in (cfg.resources.generation, cfg.resources.judge, cfg.resources.trainer))
+
+
+def run_rounds(cfg: Config, rounds: list[int], verbose: bool = False) -> None:
+    """`rounds` of cfg inside the current Ray session, each logged to wandb and followed by a dashboard
+    refresh; stage logs under RUN_DIR/logs unless verbose. The league (pipelines/league.py) calls it per run."""
+    from pipelines.evaluate import read_metrics   # metrics.json with its timings (stage_seconds, pairs/s)
+    from pipelines.submit import check_shared_run_dir
+    from pipelines.tracking import log_round
+    logs = None if verbose else Path(cfg.run_dir).resolve() / "logs"   # absolute: actors may run elsewhere
+    check_shared_run_dir(cfg.run_dir)   # on a cluster, every node must see the run directory
+    with _stage_settings(stage_settings(cfg, logs)):
+        for n in rounds:
+            t0 = time.time()
+            run_round(cfg, n)
+            initial = round_paths(cfg.run_dir, 0).eval   # on the arena: its exploitability
+            if n == 1 and (initial / "metrics.json").exists():
+                log_round(cfg, read_metrics(initial))
+            metrics = read_metrics(round_paths(cfg.run_dir, n).eval)
+            log_round(cfg, metrics)
+            _refresh_dashboard(cfg)
+            w = metrics["winrate_vs_initial"]
+            log.info("round %d complete in %.0fs: win rate vs initial %.3f [%.3f, %.3f]", n, time.time() - t0,
+                     w["mean"], w["ci_low"], w["ci_high"])
+
+
+@contextmanager
+def _stage_settings(settings: StageSettings) -> Iterator[None]:
+    global _SETTINGS, _RUNNING
+    _SETTINGS, _RUNNING = settings, None
+    try:
+        yield
+    finally:
+        _SETTINGS = StageSettings()
 
 
 def _parser():
@@ -294,6 +478,8 @@ def _parser():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--round", help="round number n, or a range a-b (round 0 is the initial policy)")
     ap.add_argument("--config", default="configs/arena_sppo.yaml", help="YAML config (default: %(default)s)")
+    ap.add_argument("--force", action="store_true", help="run even where a changed config would make a finished "
+                    "earlier artifact again (round 0's); the old one is kept beside it as <name>.replaced-<time>")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream every actor's output and progress bars "
                     "to the console (default: one line per stage, the rest in RUN_DIR/logs/round_<n>/<stage>.log)")

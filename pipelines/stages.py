@@ -34,9 +34,9 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
 
     from selfplay.data import resolve_builtin
     path = resolve_builtin(source)
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
+    try:   # False, not the default None: with None, transformers asks on a terminal whether to run the code
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
     except OSError as e:
         raise FileNotFoundError(f"model.policy {source!r} could not be loaded (no local copy and no hub access?): {e}") from None
     if tok.chat_template is None:
@@ -64,6 +64,7 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
         tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
     else:
         rows = round_prompts(d, round_)  # this round's own slice or source; DataError when none is left
+        _check_lengths(rows, policy, cfg, round_)
         spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens, g.top_k)
         tag = f"train/{round_}"
     requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
@@ -86,6 +87,15 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
             "mean_response_tokens": tokens / max(len(gens), 1)}
 
 
+def _check_lengths(rows: list, policy: str, cfg: Config, round_: int) -> None:
+    """Refuse prompts that leave the trainer no response token (selfplay/data.py says why they are not truncated)."""
+    from transformers import AutoTokenizer
+
+    from selfplay.data import check_prompt_lengths
+    tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=False)
+    check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts")
+
+
 def split_evenly(items: list, parts: int) -> list[list]:
     """Contiguous shards whose sizes differ by at most one (no empty shard)."""
     parts = max(1, min(parts, len(items)))
@@ -102,7 +112,9 @@ def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
 
 
 def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
-    """A K×K preference matrix per prompt, kept as probabilities; judge.num_actors shard the prompts.
+    """Per prompt, the comparisons the algorithm reads (its Comparisons: the full K×K matrix, INPO's bracket,
+    EGPO's pairs against y″, none for DNO's scores) as probabilities in a K×K matrix, NaN where not asked;
+    judge.num_actors shard the prompts. The manifest's judge_queries counts the ordered queries asked.
     With data.teacher_column each prompt's teacher answer is judged as one more candidate (selfplay/teacher.py)."""
     from selfplay.records import to_rows
     from selfplay.teacher import with_teacher
@@ -119,14 +131,16 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
         summary = {"judge": diag.pop("judge"), **stats.summary(), **diag}
     if cfg.data.teacher_column:
         summary["teacher_responses"] = sum(jp.teacher_idx >= 0 for jp in judged)
+    summary["judge_queries"] = summary["pairs"]
     _save(to_rows(judged), out)
     return summary
 
 
 def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     """One judge over some prompts' samples: (JudgedPrompt per prompt, JudgeStats, the judge's own diagnostics)."""
-    from judges.base import JudgeStats, preference_matrices
+    from judges.base import JudgeStats, asks_pairs, judge_comparisons
     from judges.registry import build_judge
+    from selfplay.algorithms import get_algorithm
     from selfplay.records import JudgedPrompt
     from selfplay.teacher import teacher_index
 
@@ -134,8 +148,10 @@ def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     stats = JudgeStats()
     ids, prompts = [pid for pid, _, _ in groups], [p for _, p, _ in groups]
     responses = [[r["response"] for r in rs] for _, _, rs in groups]
-    mats = preference_matrices(j, prompts, responses, stats)
-    extra: dict = {}
+    plan = get_algorithm(cfg.algorithm).comparisons
+    mats = judge_comparisons(j, prompts, responses, plan.next_pairs, stats)
+    asked = plan.name if asks_pairs(j) else "matrix"   # a judge that gives only whole matrices gave one
+    extra: dict = {"comparisons": asked}
     cons = {pid: 1.0 for pid in ids}
     if hasattr(j, "consistency"):  # CREAM: a consistency rate per prompt, from the scores just computed
         cons = j.consistency(ids, prompts, responses)
@@ -144,7 +160,8 @@ def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     # rubric judge, so no second request)
     scores = j.score_groups(prompts, responses) if hasattr(j, "score_groups") else [np.zeros(0)] * len(groups)
     judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name,
-                           consistency=float(cons[pid]), scores=[float(x) for x in s], teacher_idx=teacher_index(rs))
+                           consistency=float(cons[pid]), scores=[float(x) for x in s], teacher_idx=teacher_index(rs),
+                           comparisons=asked)
               for (pid, p, rs), m, s in zip(groups, mats, scores)]
     diag = {"judge": j.name, **extra}
     if hasattr(j, "diagnostics"):  # judge-specific counters (parse failures, both-order disagreements, ...)
@@ -163,7 +180,8 @@ def merge_judge_parts(parts: list[tuple[list, object, dict]], wall_seconds: floa
     judged = [jp for part, _, _ in parts for jp in part]
     stats = JudgeStats()
     for _, st, _ in parts:
-        for f in ("pairs", "abstained", "both_orders", "order_disagreements", "winner_lengths", "loser_lengths"):
+        for f in ("pairs", "calls", "abstained", "both_orders", "order_disagreements", "winner_lengths",
+                  "loser_lengths"):
             setattr(stats, f, getattr(stats, f) + getattr(st, f))
     stats.seconds = wall_seconds
     weights = [st.pairs for _, st, _ in parts]
@@ -188,14 +206,39 @@ def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], 
     from selfplay.records import JudgedPrompt, from_rows, pair_to_row
 
     judged = from_rows(JudgedPrompt, _load(judgments))
+    _refuse_total_abstention(judgments, round_)
+    algo = get_algorithm(cfg.algorithm)
+    check_comparisons(judged, algo.comparisons.name, cfg.algorithm)
     ctx = PairContext(round=round_, loss=cfg.loss, earlier_preferences=tuple(earlier), seed=cfg.seed)
-    pairs = get_algorithm(cfg.algorithm).make_pairs(judged, ctx)
+    pairs = algo.make_pairs(judged, ctx)
     if not pairs:
         raise ValueError(f"round {round_}: the judge gave no usable pair out of {len(judged)} prompts "
                          "(all responses tied or abstained); check the judge")
     _save([pair_to_row(p) for p in pairs], out)   # TRL's conversational preference format
     margins = [p.chosen_winrate - p.rejected_winrate for p in pairs]
     return {"pairs": len(pairs), "prompts": len(judged), "mean_margin": float(np.mean(margins))}
+
+
+def _refuse_total_abstention(judgments: Path, round_: int) -> None:
+    """A judge that abstained on every pair it was asked (an endpoint answering garbage, a broken parser)
+    leaves nothing to learn from: say that, rather than "no usable pair". Read from the judge stage's counters."""
+    from selfplay.artifacts import read_manifest
+    m = read_manifest(judgments)
+    stats = m.extra if m is not None else {}
+    if stats.get("pairs", 0) > 0 and stats.get("abstain_rate") == 1.0:
+        raise ValueError(f"round {round_}: the judge ({stats.get('judge')}) abstained on every one of the "
+                         f"{stats['pairs']} comparisons it was asked (abstain_rate 100%); refusing to train on "
+                         "nothing. Check the judge: its answers are in the judge stage's log, its counters in "
+                         f"{judgments}/manifest.json")
+
+
+def check_comparisons(judged: list, needed: str, algorithm: str) -> None:
+    """Judgments asked for another algorithm's comparisons lack entries this pair rule reads: refuse them
+    (the full matrix serves every rule)."""
+    other = next((jp for jp in judged if jp.comparisons not in ("matrix", needed)), None)
+    if other is not None:
+        raise ValueError(f"the judgments hold only {other.comparisons!r} comparisons (prompt {other.prompt_id!r}), "
+                         f"but algorithm {algorithm!r} reads {needed!r}; rerun the judge stage for this algorithm")
 
 
 def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, round_: int, judge_ctx,

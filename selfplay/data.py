@@ -88,6 +88,8 @@ def open_dataset(src: str, split: str = "train", what: str = "prompts"):
             fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(p.suffix)
             if fmt is None:
                 raise DataError(f"{src}: unsupported file type {p.suffix!r} for {what}")
+            _check_file(p, what)
+            datasets.disable_progress_bars()   # a local file loads in a blink: no bar on the console
             ds = datasets.load_dataset(fmt, data_files=str(p), split="train")
         else:
             ds = datasets.load_dataset(src, split=split)
@@ -96,6 +98,32 @@ def open_dataset(src: str, split: str = "train", what: str = "prompts"):
     except Exception as e:  # the datasets library raises many types; the user needs one message
         raise DataError(f"cannot load {what} from {src!r}: {type(e).__name__}: {e}") from None
     return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+
+
+def _check_file(p: Path, what: str) -> None:
+    """An empty file, or a JSON/JSONL file that does not parse, named with its first bad line (the datasets
+    library would say StopIteration or "An error occurred while generating the dataset")."""
+    import json
+    if p.stat().st_size == 0 or (p.suffix != ".parquet" and not p.read_text(errors="replace").strip()):
+        raise DataError(f"{p}: the file is empty (no {what})")
+    if p.suffix not in (".json", ".jsonl"):
+        return
+    text = p.read_text(errors="replace")
+    if p.suffix == ".json":
+        try:
+            json.loads(text)
+            return
+        except ValueError:
+            pass   # JSON lines under a .json name: checked line by line below
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{p}: line {i} is not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{p}: line {i} is a JSON {type(row).__name__}, not an object with named columns")
 
 
 def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",
@@ -183,3 +211,46 @@ def _source_size(src: str, d: DataConfig) -> int:
         from selfplay.assets import arena_prompts
         return len(arena_prompts(src.split("/")[1]))
     return len(load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column))
+
+
+# ---------------------------------------------------------------- prompt lengths
+# A training prompt that takes model.max_length tokens or more (chat template included) is refused,
+# not truncated: the trainer keeps the first max_length tokens of prompt + response, so such a pair would
+# contribute no response token (a pair that only dilutes the loss), and cutting the prompt instead would
+# train the policy on a different question from the one the judge judged. Shorter prompts leave the
+# response max_length − prompt tokens, as TRL's max_length does.
+
+def prompt_token_counts(tok, prompts: list[str]) -> list[int]:
+    """Tokens of each prompt as the trainer sees it: the chat template with the generation prompt."""
+    heads = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    return [len(ids) for ids in tok(heads, add_special_tokens=False).input_ids] if heads else []
+
+
+def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: str) -> None:
+    counts = prompt_token_counts(tok, [r.prompt for r in rows])
+    long = [(r.prompt_id, n) for r, n in zip(rows, counts) if n >= max_length]
+    if long:
+        raise DataError(f"{source}: {len(long)} of {len(rows)} prompts take model.max_length={max_length} tokens or "
+                        f"more with the chat template (first: id {long[0][0]!r}, {long[0][1]} tokens), which leaves the "
+                        "trainer no response token to learn from. Raise model.max_length or drop those prompts")
+
+
+def check_round_prompt_lengths(cfg: Config, rounds: list[int], tokenizer_dir: str) -> None:
+    """check_prompt_lengths for each round's training prompts, with the tokenizer the rounds start from.
+    The builtin arena prompts are skipped: they are short by construction and counting them would build the assets."""
+    from transformers import AutoTokenizer
+    tok = None
+    for n in rounds:
+        src = round_source(cfg.data, n)
+        if src.startswith("builtin:"):
+            continue
+        tok = tok or AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
+        check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})")
+
+
+def check_eval_prompts(cfg: Config) -> None:
+    """Load data.eval_prompts once before any stage runs (round 0's evaluate would otherwise find a bad file)."""
+    d = cfg.data
+    if not d.eval_prompts.startswith("builtin:"):
+        load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)

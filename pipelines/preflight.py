@@ -1,0 +1,212 @@
+"""Checks a round invocation makes before it starts Ray or writes anything.
+
+Each failure is one message naming the key or file, raised as RoundError (exit 2: the invocation cannot
+run as asked) or ArtifactError (exit 1: an earlier artifact is corrupt); nothing in the run dir changes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines.layout import round_paths
+from pipelines.round import (RoundError, StageSpec, check_previous, round_zero_parts, round_zero_stages,
+                             stage_key)
+from selfplay.artifacts import MANIFEST, ArtifactError, read_manifest, verify_artifact
+from selfplay.config import Config, to_dict
+
+
+def preflight(cfg: Config, rounds: list[int], *, force: bool, invocation: list[str]) -> list[Path]:
+    """Every check, in order; returns the artifacts --force moved aside (kept as <name>.replaced-<time>).
+    `invocation`: --config and the overrides, to name the command that regenerates a corrupt artifact."""
+    from selfplay.data import check_eval_prompts, check_round_prompt_lengths, check_rounds
+
+    check_run_dir(cfg, rounds)
+    check_previous(cfg, rounds[0])
+    verify_earlier_rounds(cfg, rounds[0], invocation)
+    moved = check_history(cfg, rounds, force)
+    check_rounds(cfg, rounds)   # a round without fresh prompts fails here, before Ray and any generation
+    check_eval_prompts(cfg)
+    tokenizer = starting_tokenizer(cfg, rounds[0])
+    if tokenizer:
+        check_round_prompt_lengths(cfg, rounds, tokenizer)
+    return moved
+
+
+# ---------------------------------------------------------------- the run directory
+
+def check_run_dir(cfg: Config, rounds: list[int]) -> None:
+    """The run dir, its logs and every round dir this invocation writes are directories it can write in
+    (a file in their place, an immutable or read-only directory, or a full disk is named here)."""
+    run = Path(cfg.run_dir)
+    written = ([0] if rounds[0] == 1 else []) + rounds
+    dirs = [run, run / "logs", *(round_paths(run, n).root for n in written)]
+    for d in dirs:
+        if d.exists() and not d.is_dir():
+            raise RoundError(f"{d} is a file, not a directory: move it away, or choose another run_dir")
+    parent = run
+    while not parent.exists():   # a run dir still to be made: its nearest existing parent must take it
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RoundError(f"run_dir {run}: {parent} is a file, not a directory")
+    for d in [x for x in dirs if x.is_dir()] or [parent]:
+        _probe_write(d)
+
+
+def _probe_write(d: Path) -> None:
+    """Write and sync a small file in d: permission, immutability, a read-only mount and a full disk all fail here."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-probe-", dir=d)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as e:
+        raise RoundError(f"cannot write in {d}: {e.strerror} (errno {e.errno}); the round needs to write "
+                         "there. Free space or fix the permissions, or choose another run_dir") from None
+
+
+# ---------------------------------------------------------------- earlier artifacts
+
+def verify_earlier_rounds(cfg: Config, first: int, invocation: list[str]) -> None:
+    """Every finished artifact of the rounds before `first` (which this invocation reads) matches its
+    manifest; otherwise ArtifactError naming the file and the command that regenerates it."""
+    run = Path(cfg.run_dir)
+    for k in range(first):
+        root = round_paths(run, k).root
+        for d in sorted(p for p in root.iterdir() if (p / MANIFEST).exists()) if root.is_dir() else []:
+            try:
+                verify_artifact(d)
+            except ArtifactError as e:
+                again = " ".join(["python -m pipelines.round --round", str(max(k, 1)), *invocation])
+                raise ArtifactError(f"{e}. Regenerate it: delete {d} and run `{again}`") from None
+
+
+# ---------------------------------------------------------------- one history per run dir
+# Round 0 (the initial policy and its eval samples) is the base every later round is compared with. A
+# changed setting that round 0's stages depend on (data.*, eval.*, eval_judge.*, the policy, sampling)
+# would make round 1 regenerate it, so the run dir would hold rounds made under two configs. That is
+# refused, naming the keys, unless --force: then the old artifacts are kept beside the new ones. The
+# same check refuses rounds > 1 of a config that is not this run dir's, and a changed algorithm.
+
+def check_history(cfg: Config, rounds: list[int], force: bool) -> list[Path]:
+    specs = round_zero_stages(cfg)
+    changed = rewritten_stages(specs)
+    old = previous_config(cfg)
+    algo = old.get("algorithm") if old else None
+    other_algo = rounds[0] > 1 and algo not in (None, cfg.algorithm)
+    if not changed and not other_algo:
+        return []
+    if not force:
+        raise RoundError(_refusal(cfg, rounds, changed, old, algo if other_algo else None))
+    if rounds[0] > 1:   # round 0 is not made again: --force only lets the rounds go on
+        return []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for s in changed:
+        dest = s.out.with_name(f"{s.out.name}.replaced-{stamp}")
+        s.out.rename(dest)
+        moved.append(dest)
+    return moved
+
+
+def rewritten_stages(specs: list[StageSpec], round_: int = 0) -> list[StageSpec]:
+    """The finished stages among `specs` (in order) that this config would make again: their key changes,
+    or an input they use is itself made again. An unfinished input is not counted: remade with the same
+    settings, it gives the same content."""
+    changed: list[StageSpec] = []
+    for s in specs:
+        done = read_manifest(s.out)
+        if done is None:
+            continue
+        if any(p == c.out for p in s.inputs.values() for c in changed):
+            changed.append(s)
+            continue
+        inputs = {k: read_manifest(p) for k, p in s.inputs.items()}
+        if any(m is None for m in inputs.values()):
+            continue
+        if stage_key(s.name, round_, s.part, {k: m.output_hash for k, m in inputs.items()}) != done.key:
+            changed.append(s)
+    return changed
+
+
+def previous_config(cfg: Config) -> dict | None:
+    """RUN_DIR/config.yaml: the config of the last invocation that ran here (None if absent or unreadable)."""
+    import yaml
+    try:
+        data = yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def changed_keys(cfg: Config, old: dict | None, stages: list[str]) -> list[str]:
+    """'key: old → new' for each key that differs from the previous config and that one of round 0's
+    `stages` depends on (setting it back changes that stage's config part)."""
+    if not old:
+        return []
+    new = json.loads(json.dumps(to_dict(cfg)))
+    was, now = _flat(old), _flat(new)
+    base = round_zero_parts(new)
+    out = []
+    for key in sorted(k for k in now if k in was and was[k] != now[k]):
+        trial = copy.deepcopy(new)
+        *path, last = key.split(".")
+        node = trial
+        for p in path:
+            node = node[p]
+        node[last] = was[key]
+        parts = round_zero_parts(trial)
+        if any(parts.get(name) != base.get(name) for name in stages):
+            out.append(f"{key}: {was[key]!r} → {now[key]!r}")
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _refusal(cfg: Config, rounds: list[int], changed: list[StageSpec], old: dict | None, algo: str | None) -> str:
+    run = Path(cfg.run_dir)
+    keys = changed_keys(cfg, old, [s.name for s in changed])
+    if algo:
+        keys.append(f"algorithm: {algo!r} → {cfg.algorithm!r}")
+    what = "; ".join(keys) if keys else ("settings they depend on changed (the previous " +
+                                         ("config.yaml does not say which)" if old else "config.yaml is missing)"))
+    made = ", ".join(f"{s.name} ({s.out})" for s in changed)
+    if rounds[0] == 1:
+        head = f"round 1 with this config would make round 0's {made} again, which an earlier run made with other settings"
+        fix = "pass --force to redo them (the old ones are kept beside them as <name>.replaced-<time>)"
+    else:
+        head = (f"{run} holds rounds made with another config" + (f" (round 0's {made} differ)" if made else "")
+                + f"; round {rounds[0]} would mix the two")
+        fix = "pass --force to go on in this run dir anyway"
+    return (f"{head}: {what}. A run dir holds one history: use a new run_dir (run_dir={run}-2 ...), or {fix}")
+
+
+# ---------------------------------------------------------------- the tokenizer for prompt lengths
+
+def starting_tokenizer(cfg: Config, first: int) -> str | None:
+    """A local directory with the tokenizer round `first` starts from, when there is one without building or
+    downloading anything (otherwise the generate stage checks the lengths with the policy it loads)."""
+    if first > 1:
+        return str(round_paths(cfg.run_dir, first - 1).policy)
+    src = cfg.model.policy
+    if src.startswith("builtin:"):
+        from selfplay.data import DataError, assets_root
+        try:
+            src = str(assets_root() / "policy")
+        except DataError:
+            return None
+    return src if (Path(src) / "tokenizer_config.json").exists() else None
