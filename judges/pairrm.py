@@ -147,9 +147,7 @@ class PairRMJudge:
         self.aggregation, self.batch_size, self.device = aggregation, batch_size, device
         self.source_max_length, self.candidate_max_length = source_max_length, candidate_max_length
         net, self.tok, self.prefix_ids = load_pairrm(model)
-        # llm-blender runs PairRM in fp16 on GPUs and fp32 elsewhere; same default here.
-        dt = getattr(torch, dtype) if dtype else (torch.float16 if device.startswith("cuda") else torch.float32)
-        self.net = net.to(device=device, dtype=dt)
+        self.net = _place(net, device, dtype)
         # On CPU the attention tensors of a big batch outgrow the caches and throughput falls (measured:
         # 22.5 pairs/s at 4 sequences of ~600 tokens, 12.3 at 64), so CPU batches are capped by tokens.
         # GPUs want big batches: no cap there unless asked. -1 = that device default, None = no cap.
@@ -235,6 +233,18 @@ class PairRMJudge:
             logits = self.net(ids.to(self.device), mask.to(self.device), pos.to(self.device))
             out[idx] = logits.float().cpu().numpy()
         return out
+
+
+def _place(net: PairRMNet, device: str, dtype: str | None) -> nn.Module:
+    """The net on `device` in `dtype`. None: fp16 on GPUs and fp32 elsewhere, as llm-blender runs PairRM.
+    "int8": the CPU path, dynamic int8 quantisation of every linear layer (weights int8, activations
+    quantised per batch), where a CPU's int8 matmuls are faster than fp32 and bf16 may have no fast path."""
+    if dtype == "int8":
+        if device != "cpu":
+            raise ValueError(f"PairRM dtype int8 is the CPU path (dynamic quantisation); on {device} use float16 or bfloat16")
+        return torch.ao.quantization.quantize_dynamic(net.float(), {nn.Linear}, dtype=torch.qint8)
+    dt = getattr(torch, dtype) if dtype else (torch.float16 if device.startswith("cuda") else torch.float32)
+    return net.to(device=device, dtype=dt)
 
 
 def _batches(order: list[int], lengths: list[int], max_rows: int, max_tokens: int | None) -> list[list[int]]:

@@ -52,8 +52,10 @@ def _oracle(cfg, ctx: JudgeContext) -> Judge:
 
 def _pairrm(cfg, ctx: JudgeContext) -> Judge:
     from judges.pairrm import PairRMJudge
-    return PairRMJudge(cfg.model or "llm-blender/PairRM-hf", device=actor_device(ctx), batch_size=cfg.batch_size,
-                       aggregation=cfg.aggregation)
+    from judges.train_pairrm import resolve_model   # builtin:arena/pairrm, trained on first use
+    return PairRMJudge(resolve_model(cfg.model or "llm-blender/PairRM-hf"), device=actor_device(ctx),
+                       batch_size=cfg.batch_size, aggregation=cfg.aggregation,
+                       dtype=None if cfg.dtype == "auto" else cfg.dtype)
 
 
 def _llm(cfg, ctx: JudgeContext) -> Judge:
@@ -95,6 +97,8 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("timeout_s", lambda v: v > 0, "must be positive"),
     ("mode", lambda v: v in ("pairwise", "rubric"), "pairwise or rubric"),
+    ("dtype", lambda v: v in ("auto", "float32", "bfloat16", "float16", "int8"),
+     "auto, float32, bfloat16, float16 or int8"),
 )
 
 
@@ -125,6 +129,11 @@ def _check_local_model(cfg) -> Iterator[str]:
         yield f"backend: the {cfg.name} judge runs on transformers (hf or auto), got {cfg.backend!r}"
 
 
+def _check_pairrm(cfg) -> Iterator[str]:
+    if cfg.model.startswith("builtin:") and cfg.model != "builtin:arena/pairrm":
+        yield f"model: unknown builtin judge {cfg.model!r} (the arena's is builtin:arena/pairrm)"
+
+
 def _check_cream(cfg) -> Iterator[str]:
     if cfg.consistency == "mean" and cfg.num_actors > 1:
         yield "num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt"
@@ -138,11 +147,12 @@ class JudgeSpec:
     # Whether the judge built from a section gives each response an absolute score (score / score_groups,
     # stored as JudgedPrompt.scores): DNO's pair rule needs them.
     scores: Callable[[Any], bool] = lambda cfg: False
+    reads_dtype: bool = False                            # whether judge.dtype reaches its model
 
 
 JUDGES: dict[str, JudgeSpec] = {
     "oracle": JudgeSpec(_oracle, scores=lambda cfg: True),           # the arena's quality q(y)
-    "pairrm": JudgeSpec(_pairrm),
+    "pairrm": JudgeSpec(_pairrm, _check_pairrm, reads_dtype=True),
     "llm": JudgeSpec(_llm, _check_llm, modes=("pairwise", "rubric"), scores=lambda cfg: cfg.mode == "rubric"),
     "self_reward": JudgeSpec(_self_reward),
     "cream": JudgeSpec(_cream, _check_cream),
@@ -158,6 +168,8 @@ def check_judge_config(cfg, where: str = "judge") -> None:
     if spec and cfg.mode not in spec.modes:
         problems.append(f"mode: the {cfg.name} judge has no {cfg.mode!r} mode (it has {', '.join(spec.modes)})")
     problems += list(spec.check(cfg)) if spec else []
+    if spec and cfg.dtype != "auto" and not spec.reads_dtype:
+        problems.append(f"dtype: the {cfg.name} judge does not read it (only pairrm does); remove it")
     if problems:
         raise ValueError(f"{where}.{problems[0]}")
 

@@ -1,12 +1,15 @@
-"""Benchmark: ordered pairs per second of our PairRM judge vs llm-blender's ``Blender.rank``.
+"""Benchmark: ordered pairs per second of our PairRM judge (fp32, and its low-precision paths) vs
+llm-blender's ``Blender.rank`` at its fastest CPU setting (batch 1) and its default (batch 8).
 
-Both rank the same prompts × K responses with the same random tiny DeBERTa-v2 PairRM (built
-locally, no hub): ours through ``PairRMJudge.matrices`` (every ordered pair, deduplicated,
-length-sorted batches), theirs through ``Blender.rank(return_scores=True)`` (K(K−1) forward passes
-per batch of prompts). Scores are checked to agree before anything is timed.
+All rank the same prompts × K responses with the same weights: a random tiny DeBERTa-v2 PairRM
+built locally (no hub), or --model/--ranker. Ours goes through ``PairRMJudge.scores`` (every ordered
+pair once, deduplicated, length-sorted, token-budgeted batches); llm-blender's through
+``Blender.rank(return_scores=True)``. Each variant's largest score deviation from ours in fp32 is
+printed beside its speed; repetitions alternate the variants, min/median/max over them.
 
-    .venv/bin/python scripts/bench_pairrm.py                       # hidden 256, 4 layers
-    .venv/bin/python scripts/bench_pairrm.py --hidden 64 --layers 2 --prompts 32
+    .venv/bin/python scripts/bench_pairrm.py                       # hidden 256, 4 layers, CPU
+    .venv/bin/python scripts/bench_pairrm.py --hidden 64 --layers 2 --prompts 4 --k 3   # quick
+    .venv/bin/python scripts/bench_pairrm.py --device cuda --threads 0 --prompts 64 --k 8   # a GPU: fp16 and bf16
 """
 from __future__ import annotations
 
@@ -33,26 +36,32 @@ def _inputs(n_prompts: int, k: int, seed: int) -> tuple[list[str], list[list[str
     return prompts, [[random_text(rng, 5, 150) for _ in range(k)] for _ in prompts]
 
 
-def _best_time(fn, repeats: int) -> float:
-    times = []
+def _alternating(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn, the fns alternating within every repetition (so drift in the
+    machine's load hits all of them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="", help="a PairRM checkpoint (PairRM-hf layout) instead of a random tiny one; "
+                    "e.g. the arena's trained judge, or llm-blender/PairRM-hf on a machine with the hub")
+    ap.add_argument("--ranker", default="", help="the same weights in llm-blender's ranker layout (with --model)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--our-batch", type=int, default=32, help="sequences per forward pass (ours)")
-    ap.add_argument("--their-batch", type=int, default=8, help="prompts per batch (Blender.rank's default)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU: fp16/bf16 instead of int8/bf16)")
     args = ap.parse_args()
 
     import torch
@@ -63,32 +72,39 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_pairrm"))
-    paths = build_tiny_pairrm(tmp, hidden=args.hidden, layers=args.layers, heads=args.heads)
+    if args.model:
+        paths = {"hf": Path(args.model), "ranker": Path(args.ranker) if args.ranker else None}
+    else:
+        paths = build_tiny_pairrm(Path(tempfile.mkdtemp(prefix="bench_pairrm")), hidden=args.hidden,
+                                  layers=args.layers, heads=args.heads)
     prompts, responses = _inputs(args.prompts, args.k, seed=0)
     pairs = len(prompts) * args.k * (args.k - 1)
-
-    ours = PairRMJudge(str(paths["hf"]), batch_size=args.our_batch)
-    blender = import_llm_blender().Blender()
-    blender.blender_config.use_tqdm = False
-    blender.loadranker(str(paths["ranker"]), device="cpu")
-
-    def run_ours():
-        return np.array(ours.scores(prompts, responses))
-
-    def run_theirs():
-        return blender.rank(prompts, responses, return_scores=True, batch_size=args.their_batch, disable_tqdm=True)
-
-    # Same scores first (Blender pads sources per batch, so truncation could differ: inputs stay short enough).
-    diff = float(np.abs(run_ours() - run_theirs()).max())
-    t_ours = _best_time(run_ours, args.repeats)
-    t_theirs = _best_time(run_theirs, args.repeats)
-    print(f"model: DeBERTa-v2 hidden {args.hidden}, {args.layers} layers; {len(prompts)} prompts x K={args.k} "
-          f"= {pairs} ordered pairs; torch threads {torch.get_num_threads()}; max |score diff| {diff:.2e}")
-    print(f"ours   PairRMJudge.matrices (batch {args.our_batch} seqs, <= {ours.max_batch_tokens} tokens): "
-          f"{pairs / t_ours:8.1f} pairs/s  ({t_ours:.2f} s)")
-    print(f"theirs Blender.rank (batch {args.their_batch} prompts):       {pairs / t_theirs:8.1f} pairs/s  ({t_theirs:.2f} s)")
-    print(f"ratio ours/theirs: {t_theirs / t_ours:.2f}x")
+    low = ("float16", "bfloat16") if args.device.startswith("cuda") else ("bfloat16", "int8")
+    ours = {d: PairRMJudge(str(paths["hf"]), device=args.device, batch_size=args.our_batch,
+                           dtype=None if d == "default" else d) for d in ("default", *low)}
+    fns = {f"ours {d}": (lambda j=j: np.array(j.scores(prompts, responses))) for d, j in ours.items()}
+    if paths.get("ranker"):
+        blender = import_llm_blender().Blender()
+        blender.blender_config.use_tqdm = False
+        blender.loadranker(str(paths["ranker"]), device=args.device)
+        for batch in (1, 8):   # 1: its fastest on a CPU (no padding to the batch's longest); 8: its default
+            fns[f"llm-blender batch {batch}"] = (lambda b=batch: blender.rank(
+                prompts, responses, return_scores=True, batch_size=b, disable_tqdm=True))
+    # Same scores first: each variant's largest deviation from ours at the default dtype.
+    ref = fns["ours default"]()
+    dev = {k: float(np.abs(fn() - ref).max()) for k, fn in fns.items()}
+    times = _alternating(fns, args.repeats)
+    print(f"PairRM {'checkpoint ' + args.model if args.model else f'random DeBERTa-v2 hidden {args.hidden}, {args.layers} layers'}"
+          f"; {len(prompts)} prompts x K={args.k} = {pairs} ordered pairs; device {args.device}; torch threads "
+          f"{torch.get_num_threads()}; {args.repeats} alternating repetitions")
+    print(f"{'':28s} {'pairs/s min':>12s} {'median':>8s} {'max':>8s}  {'max |score - ours default|':>26s}")
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    for k, v in times.items():
+        rates = sorted(pairs / t for t in v)
+        print(f"{k:28s} {rates[0]:12.1f} {float(np.median(rates)):8.1f} {rates[-1]:8.1f}  {dev[k]:26.2e}")
+    for k in med:
+        if k != "ours default":
+            print(f"ours default is {med[k] / med['ours default']:.2f}x as fast as {k} (median times)")
 
 
 if __name__ == "__main__":
