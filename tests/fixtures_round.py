@@ -23,8 +23,9 @@ SECRETS = {"OPENAI_API_KEY": "sk-fake-9f3a1c7e5b2d4f60a8c1", "HF_TOKEN": "hf_fak
 # The driver's own Ray start-up (pipelines.actors.ray_session), with a Ray directory the test names: a
 # driver that finds Ray initialised uses it.
 DRIVER = """
-import sys, ray
-from pipelines.actors import _worker_env
+import sys
+from pipelines.actors import _worker_env   # first: it sets Ray's environment (loopback, no auth token) before ray loads
+import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[1],
          runtime_env={"env_vars": _worker_env()}, log_to_driver=False)
 from pipelines.round import main
