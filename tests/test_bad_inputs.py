@@ -128,9 +128,9 @@ def test_bad_prompt_files(capsys, tmp_path, key, name, text, message):
 
 def test_an_overlong_prompt_is_refused_before_anything_runs(capsys, tmp_path):
     """A prompt that takes model.max_length tokens leaves no response token to train on (selfplay/data.py)."""
+    from selfplay.assets import build_assets
     from selfplay.data import assets_root
-    if not (assets_root() / "policy" / "tokenizer_config.json").exists():
-        pytest.skip("needs the arena's tokenizer: `make assets` (tests/test_round_e2e.py builds it)")
+    build_assets(assets_root())   # the check reads the starting policy's tokenizer (cached: free once built)
     src = _prompts(tmp_path, "p.jsonl", '{"prompt": "Describe the forest."}\n'
                    + json.dumps({"prompt": "Describe the forest " + "and the sea " * 40}) + "\n")
     rc, err = run_main(capsys, "1", "--config", CONFIG, f"run_dir={tmp_path / 'run'}", f"data.train_prompts={src}",
