@@ -4,7 +4,9 @@ No hub is reachable in tests or the default demo, so the project makes its own:
 * a byte-level BPE tokenizer with a chat template (trained on the arena's words),
 * a small Qwen2-architecture causal LM, warm-started on synthetic answers so that it writes
   word-like responses that mix on-topic, off-topic, filler and style words,
-* train and eval prompt sets saved as `datasets` files (eval uses held-out audiences).
+* train and eval prompt sets saved as `datasets` files (eval uses held-out audiences),
+* `topical/`: the same policy warmed further, past the point where it learns to read the prompt's
+  topic (`builtin:arena/topical`, the Nash arena's initial policy).
 The result is cached under a directory keyed by the builder's spec; a rebuild is skipped when
 its manifest matches.
 """
@@ -140,6 +142,98 @@ def warm_start(model, tok, spec: AssetSpec) -> None:
     model.eval()
 
 
+@dataclass(frozen=True)
+class TopicalSpec:
+    """The warm start continued on fresh synthetic answers at a constant rate until the policy reads the
+    prompt's topic. The base policy writes topic words at chance (1 in 8 on the prompt's topic): its 141
+    steps teach it the words, not which topic asks for them. Continued, it learns that abruptly (measured
+    here: on-topic share of its topic words 0.13 at step 500, 0.57 at 600, 0.79 at 800). Where the jump
+    comes differs between machines (training is not bit-identical across CPUs), so the build stops on
+    the property, not a step count: at the first check where the share reaches `target_share`."""
+    target_share: float = 0.5
+    check_every: int = 50
+    max_steps: int = 2000
+    lr: float = 1e-3
+    batch: int = 64
+    seed: int = 123
+    version: int = 1
+
+
+def on_topic_share(model, tok, prompts: list[str], samples: int = 2, max_new_tokens: int = 6, seed: int = 0) -> float:
+    """Of the arena topic words a policy samples (T = 1) for these prompts, the share on the prompt's topic."""
+    import torch
+
+    from selfplay.arena import _WORD_TOPIC, prompt_topic
+
+    chats = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts for _ in range(samples)]
+    side, tok.padding_side = tok.padding_side, "left"   # generation continues from the last prompt token
+    enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+    tok.padding_side = side
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                             max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    hits = [_WORD_TOPIC[w] == prompt_topic(p) for p, t in zip([p for p in prompts for _ in range(samples)], texts)
+            for w in t.lower().split() if w in _WORD_TOPIC]
+    return sum(hits) / max(len(hits), 1)
+
+
+def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
+    """Build (or reuse) root/topical from root/policy; returns it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfplay.arena import prompt_topic
+    from selfplay.progress import bar as progress_bar
+
+    root = Path(root)
+    build_assets(root)
+    out = root / "topical"
+    key = stable_hash({"spec": asdict(spec), "policy": json.loads((root / "manifest.json").read_text())["key"]})
+    done = out / "manifest.json"
+    if done.exists() and json.loads(done.read_text()).get("key") == key:
+        return out
+    t0 = time.time()
+    torch.manual_seed(spec.seed)
+    tok = AutoTokenizer.from_pretrained(root / "policy")
+    model = AutoModelForCausalLM.from_pretrained(root / "policy")
+    rng, prompts = random.Random(spec.seed), arena_prompts("train")
+    checks = [p["prompt"] for p in prompts[:96]]
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr)
+    step, share = 0, 0.0
+    with progress_bar(spec.max_steps, "assets: topical policy", unit="step") as b:
+        while share < spec.target_share:
+            if step == spec.max_steps:
+                raise RuntimeError(f"the topical policy did not reach an on-topic share of {spec.target_share} "
+                                   f"in {step} steps (last {share:.2f})")
+            model.train()
+            texts = []
+            for _ in range(spec.batch):
+                p = rng.choice(prompts)["prompt"]
+                texts.append(tok.apply_chat_template([{"role": "user", "content": p}, {
+                    "role": "assistant", "content": synthetic_answer(rng, prompt_topic(p))}], tokenize=False))
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            loss = model(**enc, labels=enc.input_ids.masked_fill(enc.attention_mask == 0, -100)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            b.update(1)
+            if step % spec.check_every == 0:
+                model.eval()
+                share = on_topic_share(model, tok, checks, seed=step)
+                b.set_postfix(on_topic=f"{share:.2f}")
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "manifest.json").write_text(json.dumps({
+            "key": key, "spec": asdict(spec), "steps": step, "on_topic_share": round(share, 3),
+            "seconds": round(time.time() - t0, 1)}, indent=1))
+    return out
+
+
 def build_assets(root: Path, spec: AssetSpec = AssetSpec()) -> Path:
     """Build (or reuse) the assets; returns the directory holding `policy/`, `prompts/{train,eval}`."""
     import datasets
@@ -169,6 +263,7 @@ def main() -> None:
     if args.force:
         shutil.rmtree(args.out, ignore_errors=True)
     print(f"assets ready in {build_assets(Path(args.out))}")
+    print(f"topical policy ready in {build_topical(Path(args.out))}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    policy: str = "builtin:arena"      # hub id, local HF directory, or builtin:arena (made by `make assets`)
+    policy: str = "builtin:arena"      # hub id, local HF directory, builtin:arena or builtin:arena/topical (made by `make assets`)
     dtype: str = "float32"             # compute dtype: float32 | bfloat16 | float16. Trainable weights and optimizer
                                        # state stay fp32 (master weights) whatever this says; checkpoints, frozen
                                        # references and generation engines use this dtype
