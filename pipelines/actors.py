@@ -1,8 +1,18 @@
-"""Ray wiring: each stage runs in its own actor with the resources the config gives its role.
+"""Ray wiring: each stage runs in an actor with the resources the config gives its role.
 
-The actor is a thin shell around a plain function from pipelines/stages.py. It is killed when
-its stage ends, so on a single GPU generation, judging and training take turns and each frees
-its memory before the next starts.
+The actor is a thin shell around a plain function from pipelines/stages.py. Starting one costs about
+2 s, and importing torch, datasets and transformers in it most of another: on a CPU round of half a
+minute that was half the wall time. So an actor that holds no GPU stays warm: the next stage asking
+for the same resources (cores, GPUs, runtime env) runs in the same process, without a new start or
+new imports; trivial stages (preferences) then take no new process either. At most one actor is warm
+at a time (see _checkout for why), and it ends with the Ray session (ray_session), when it dies, when
+its stage fails or is interrupted, or when a stage asks for other resources.
+
+An actor holding a GPU is still killed when its stage ends, so on a single GPU generation, judging
+and training take turns and each frees its memory before the next starts.
+
+SELFPLAY_WARM_ACTORS=0 in the driver's environment turns the warm actor off (every stage in a new
+actor, killed after it), for benchmarks that compare the two (scripts/bench_round.py).
 """
 from __future__ import annotations
 
@@ -28,22 +38,28 @@ log = logging.getLogger("selfplay")
 
 
 class StageActor:
-    """Runs one stage function; reports the peak memory it saw (RSS, and GPU where present).
+    """Runs stage functions, one at a time; reports the peak memory each saw (RSS, and GPU where present).
 
     With a `log_file`, everything the stage prints goes there (see selfplay/progress.to_log); the
-    fds are restored when the stage ends, though the actor itself ends with the stage anyway."""
+    fds are restored when the stage ends, so a warm actor's next stage writes to its own log only. The
+    libraries' bars, which to_log turns off, stay off: a warm actor serves one session, whose stages all
+    log to files or (-v) all stream."""
 
     def run(self, fn: Callable, args: tuple, kwargs: dict, log_file: str | None = None,
             threads: int = 0) -> tuple[Any, dict]:
         from selfplay.progress import stage_logging, to_log
 
-        with to_log(log_file), stage_logging():
-            return self._run(fn, args, kwargs, threads)
+        try:
+            with to_log(log_file), stage_logging():
+                try:
+                    return self._run(fn, args, kwargs, threads)
+                finally:
+                    _flush_c_stdio()
+        finally:
+            _release_memory()
 
     @staticmethod
     def _run(fn: Callable, args: tuple, kwargs: dict, threads: int = 0) -> tuple[Any, dict]:
-        import resource
-
         import torch
         if threads > 0:   # torch's pools sized to the actor's cores: more threads than cores run many times slower
             torch.set_num_threads(threads)
@@ -51,11 +67,52 @@ class StageActor:
                 torch.set_num_interop_threads(threads)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        own_peak = _reset_peak_rss()
         result = fn(*args, **kwargs)
-        mem = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        mem = {"peak_rss_mb": _peak_rss_mb(own_peak)}
         if torch.cuda.is_available():
             mem["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return result, mem
+
+
+def _reset_peak_rss() -> bool:
+    """Start this stage's peak RSS at the current RSS (Linux: "5" to clear_refs resets VmHWM), since a warm
+    actor's lifetime peak may be an earlier stage's. False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb(own_peak: bool) -> float:
+    """The stage's peak RSS (VmHWM since _reset_peak_rss), else the process's lifetime peak (ru_maxrss)."""
+    import resource
+    if own_peak:
+        with suppress(OSError, ValueError, IndexError):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024   # in kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # kB on Linux
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdio buffers while the stage's log is still fds 1 and 2: output a C library buffered during
+    this stage would otherwise be written later, into the next stage's log."""
+    with suppress(Exception):
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+
+
+def _release_memory() -> None:
+    """Free the finished stage's objects (models, datasets) before a warm actor's next stage, and hand the
+    freed heap back to the system: glibc keeps it otherwise, and the next stage's RSS would carry it."""
+    import gc
+    gc.collect()
+    with suppress(Exception):   # not glibc (macOS, musl): nothing to trim
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextmanager
@@ -69,7 +126,10 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
     Unless verbose, Ray neither echoes the workers' output (the stages write it to their logs) nor
     announces itself."""
     if ray.is_initialized():
-        yield
+        try:
+            yield
+        finally:
+            end_warm_actor()   # Ray is not ours to shut down; the warm actor still ends with this session
         return
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
@@ -77,6 +137,7 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
         try:
             yield
         finally:
+            end_warm_actor()
             ray.shutdown()
         return
     if run_dir is not None:
@@ -89,6 +150,7 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
                      include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
         yield
     finally:
+        end_warm_actor()
         ray.shutdown()
         _release(record)
 
@@ -214,21 +276,115 @@ def torch_threads(resources) -> int:
 
 def run_in_actor(role: str, resources, fn: Callable, *args, log_file: str | None = None, stall_s: float = 0,
                  on_stall: Callable[[float], None] | None = None, **kwargs) -> tuple[Any, dict]:
-    """Start a `role` actor with `resources` (ActorResources), run `fn` in it, end the actor.
+    """Run `fn` in a `role` actor with `resources` (ActorResources): the warm actor where it fits (see the
+    module docstring), else a new one, killed after the stage.
     `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v).
     on_stall(seconds) is called when the stage's logs have not grown for stall_s seconds (0: never),
     and again after each further stall_s without progress."""
     check_fits(role, resources)
+    actor, warm = _checkout(actor_options(resources))
+    try:
+        result = _wait(actor.run.remote(fn, args, kwargs, log_file, torch_threads(resources)), log_file, stall_s,
+                       on_stall)
+    except BaseException:
+        # Died: the stage's retry needs a new actor. Interrupted: a half-run stage must not run on in a warm
+        # actor. Failed: what the failure left in the process is not worth keeping; the round stops anyway.
+        _end(actor)
+        raise
+    if not warm:
+        _end(actor)
+    return result
+
+
+def actor_options(resources) -> dict:
+    """ray.remote options of a stage actor holding `resources`."""
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if os.environ.get("OMP_NUM_THREADS") is None:
         # Ray would pin torch to num_cpus threads; the actor owns those cores, so say so explicitly.
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
-    actor = ray.remote(**opts)(StageActor).options(name=None).remote()
+    return opts
+
+
+WARM_ACTORS = "SELFPLAY_WARM_ACTORS"   # "0": no warm actor, every stage in a new one (benchmarks)
+
+
+def pool_key(opts: dict) -> str | None:
+    """What a warm actor must have been started with to run a stage asking for `opts` (its resources and
+    runtime env); None when the stage's actor must not stay warm: one holding a GPU frees it for the next
+    stage by ending, and SELFPLAY_WARM_ACTORS=0 turns warm actors off."""
+    if opts["num_gpus"] > 0 or os.environ.get(WARM_ACTORS, "1") == "0":
+        return None
+    return json.dumps(opts, sort_keys=True)
+
+
+@dataclass
+class _Warm:
+    """The warm actor, the pool key it was started with, and the Ray session (and job) it lives in."""
+    actor: Any
+    key: str
+    session: str
+
+
+_WARM: _Warm | None = None
+
+
+def _checkout(opts: dict) -> tuple[Any, bool]:
+    """(an actor started with `opts`, whether it is the warm one, to be kept after its stage).
+
+    At most one actor is warm, whatever its shape: an idle one holds its cores and memory, which the next
+    stage, or the actors that stage starts (engines, judge actors, Ray Train workers), may need; on a machine
+    where they do, that stage would wait forever. Only the driver keeps one: a warm actor started by a stage
+    would outlive that stage, inside an actor that itself may stay warm."""
+    global _WARM
+    in_driver = ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
+    key = pool_key(opts) if in_driver else None
+    session = _session()
+    if _WARM is not None and _WARM.session != session:
+        _WARM = None   # its Ray session (or this driver's connection to it) has ended, and the actor with it
+    if _WARM is not None and (_WARM.key != key or not _alive(_WARM.actor)):
+        end_warm_actor()
+    if key is None:
+        return _start(opts), False
+    if _WARM is None:
+        _WARM = _Warm(_start(opts), key, session)
+    return _WARM.actor, True
+
+
+def _start(opts: dict):
+    return ray.remote(**opts)(StageActor).options(name=None).remote()
+
+
+def _session() -> str:
+    ctx = ray.get_runtime_context()
+    return f"{ctx.get_session_name()}/{ctx.get_job_id()}"
+
+
+def _alive(actor, timeout_s: float = 30) -> bool:
+    """Whether an idle warm actor still answers: one killed between stages (the OOM killer) is replaced before
+    the stage starts, instead of failing the stage and spending one of its retries."""
+    from ray.exceptions import GetTimeoutError, RayActorError
     try:
-        return _wait(actor.run.remote(fn, args, kwargs, log_file, torch_threads(resources)), log_file, stall_s,
-                     on_stall)
-    finally:
-        ray.kill(actor)
+        ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+        return True
+    except (RayActorError, GetTimeoutError):
+        return False
+
+
+def _end(actor) -> None:
+    """Kill a stage's actor; the warm one is forgotten first, so no later stage is given it."""
+    global _WARM
+    if _WARM is not None and _WARM.actor is actor:
+        _WARM = None
+    ray.kill(actor)
+
+
+def end_warm_actor() -> None:
+    """Kill the warm actor, if there is one (ray_session does on every exit path, before Ray shuts down)."""
+    global _WARM
+    warm, _WARM = _WARM, None
+    if warm is not None and ray.is_initialized():
+        with suppress(Exception):   # already dead, or a session that has ended: nothing left to kill
+            ray.kill(warm.actor)
 
 
 # A signal handler that raises while the driver is inside Ray's C code (ray.wait) gets its exception
@@ -257,9 +413,7 @@ def _wait(ref, log_file: str | None, stall_s: float, on_stall: Callable[[float],
     _WAITING = True
     try:
         while not ray.wait([ref], timeout=_POLL_S)[0]:
-            if _STOP is not None:
-                exc, _STOP = _STOP, None
-                raise exc
+            _raise_stop()
             if not watch:
                 continue
             now, size = time.monotonic(), _logged_bytes(log_file)
@@ -270,7 +424,17 @@ def _wait(ref, log_file: str | None, stall_s: float, on_stall: Callable[[float],
                 since = now
     finally:
         _WAITING = False
+    # A signal handled during the last poll, as the stage finished, still stops the run (a stage of a warm
+    # actor can be that short); from here on the handler raises it itself.
+    _raise_stop()
     return ray.get(ref)
+
+
+def _raise_stop() -> None:
+    global _STOP
+    if _STOP is not None:
+        exc, _STOP = _STOP, None
+        raise exc
 
 
 def _logged_bytes(log_file: str) -> int:
@@ -291,6 +455,11 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
 
     Actor i writes to part_log(log_file, i) (generate.log -> generate.0.log, ...); by default
     log_file is the calling stage's own log, so a stage's fan-out lands next to it.
+
+    These actors never stay warm (run_in_actor's do): their placement group reserves the cores and GPUs
+    of all of them, and keeping it between stages would hold those from the next stage (on one GPU,
+    generation, judging and training take turns); and they are started by a stage's coordinator actor,
+    which may itself stay warm, so they would outlive their stage unseen by the driver.
     """
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -298,9 +467,7 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
     from selfplay.progress import STAGE_LOG, part_log
 
     check_fits(role, resources, len(calls))
-    opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
-    if os.environ.get("OMP_NUM_THREADS") is None:
-        opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(resources.num_cpus)))}}
+    opts = actor_options(resources)
     bundle = {k: v for k, v in (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0}
     pg = placement_group([bundle] * len(calls), strategy="SPREAD") if bundle else None
     if pg is not None and not pg.wait(timeout_seconds=timeout_s):
