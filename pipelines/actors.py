@@ -359,14 +359,14 @@ def _session() -> str:
     return f"{ctx.get_session_name()}/{ctx.get_job_id()}"
 
 
-def _alive(actor, timeout_s: float = 30) -> bool:
+def _alive(actor) -> bool:
     """Whether an idle warm actor still answers: one killed between stages (the OOM killer) is replaced before
     the stage starts, instead of failing the stage and spending one of its retries."""
-    from ray.exceptions import GetTimeoutError, RayActorError
-    try:
-        ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+    from ray.exceptions import RayActorError
+    try:   # through _wait, so that a signal meanwhile is raised outside Ray's C code
+        _wait(actor.__ray_ready__.remote(), None, 0, None)
         return True
-    except (RayActorError, GetTimeoutError):
+    except RayActorError:
         return False
 
 
