@@ -259,7 +259,8 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 def quiet_libraries() -> None:
     """Bars and advisory chatter off in the libraries this process has already imported (the env
-    vars of to_log cover those imported later). Not undone: a stage's actor ends with the stage."""
+    vars of to_log cover those imported later). Not undone: a warm actor (pipelines/actors.py) serves one
+    Ray session, whose stages all log to files (or, under -v, none do), so the next stage wants them off too."""
     mods = sys.modules
     if "transformers" in mods:
         from transformers.utils import logging as tlog
