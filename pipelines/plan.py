@@ -65,11 +65,12 @@ class Plan:
 # ---------------------------------------------------------------- building the plan
 
 def build_plan(cfg: Config, n: int, config: str = "") -> Plan:
-    """Round n of `cfg` as stage records; nothing is loaded (the arena's tiny assets may be built)."""
-    from selfplay.data import resolve_builtin
+    """Round n of `cfg` as stage records; nothing is loaded (the arena's tiny assets may be built, not its
+    topic-reading policy: see architecture_source)."""
+    from selfplay.data import architecture_source
     from selfplay.memory import model_facts
 
-    facts = model_facts(resolve_builtin(cfg.model.policy), cfg.model)
+    facts = model_facts(architecture_source(cfg.model.policy), cfg.model)
     gpu = cfg.resources.gpu_memory_gb * GIB
     stages = []
     if n == 1:   # round 1 also makes round 0: the initial policy and its eval samples

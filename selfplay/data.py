@@ -57,6 +57,15 @@ def resolve_builtin(src: str) -> str:
                     "builtin:arena/sft, builtin:arena/topical)")
 
 
+def architecture_source(src: str) -> str:
+    """A directory whose config.json describes the model `src` names, without training anything that takes
+    minutes: builtin:arena/topical is builtin:arena's model trained further (selfplay.assets.build_topical),
+    so until it is built a plan reads the base policy's config, which is the same architecture."""
+    if src == "builtin:arena/topical" and not (assets_root() / "topical" / "manifest.json").exists():
+        return resolve_builtin("builtin:arena")
+    return resolve_builtin(src)
+
+
 def _arena_topical(root: Path) -> Path:
     """The Nash arena's initial policy (selfplay.assets.build_topical), never built inside a job."""
     from selfplay.assets import build_topical

@@ -8,7 +8,7 @@ import pytest
 
 from selfplay.arena import TOPICS
 from selfplay.assets import arena_prompts, build_topical, on_topic_share
-from selfplay.data import DataError, assets_root, resolve_builtin
+from selfplay.data import DataError, architecture_source, assets_root, resolve_builtin
 
 pytestmark = pytest.mark.slow   # the first use builds the policy (about 2 min on 2 cores)
 
@@ -40,16 +40,38 @@ def test_the_builtin_name_resolves_to_it_and_reuses_it():
     assert os.stat(os.path.join(path, "model.safetensors")).st_mtime_ns == before   # not rebuilt
 
 
-def test_a_job_never_builds_it(tmp_path, monkeypatch):
-    """`make submit` jobs (SELFPLAY_ASSETS_BUILD=0) refuse a missing topical policy, naming `make assets`."""
+def _assets_without_topical(tmp_path):
+    """SELFPLAY_ASSETS whose arena has the current base assets (linked) and no topical policy."""
     real = assets_root()
     build_topical(real)          # so that the base assets are current and only topical/ is missing below
     arena = tmp_path / "arena"
     arena.mkdir()
     for name in ("manifest.json", "policy", "prompts"):
         (arena / name).symlink_to((real / name).absolute())
+    return arena
+
+
+def test_a_job_never_builds_it(tmp_path, monkeypatch):
+    """`make submit` jobs (SELFPLAY_ASSETS_BUILD=0) refuse a missing topical policy, naming `make assets`."""
+    arena = _assets_without_topical(tmp_path)
     monkeypatch.setenv("SELFPLAY_ASSETS", str(tmp_path))
     monkeypatch.setenv("SELFPLAY_ASSETS_BUILD", "0")
     with pytest.raises(DataError, match="topical policy is missing.*make assets"):
         resolve_builtin("builtin:arena/topical")
     assert not (arena / "topical").exists()
+
+
+def test_a_plan_reads_the_base_architecture_instead_of_building_it(tmp_path, monkeypatch, capsys):
+    """`make plan CONFIG=configs/arena_nash.yaml` stays a second's table: it does not train the topical policy
+    (2 minutes), whose architecture is the base policy's."""
+    from pipelines.plan import main
+    real = assets_root().parent.absolute()
+    arena = _assets_without_topical(tmp_path)
+    monkeypatch.setenv("SELFPLAY_ASSETS", str(tmp_path))
+    assert architecture_source("builtin:arena/topical") == str(arena / "policy")
+    assert main(["--config", "configs/arena_nash.yaml", "--round", "1"]) == 0
+    out = capsys.readouterr()
+    assert "policy builtin:arena/topical: 756k parameters" in out.out and out.err == ""
+    assert not (arena / "topical").exists()
+    monkeypatch.setenv("SELFPLAY_ASSETS", str(real))
+    assert architecture_source("builtin:arena/topical") == str(real / "arena" / "topical")   # built: its own config
