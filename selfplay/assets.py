@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from selfplay.arena import AUDIENCES, FILLER, STYLES, TEMPLATES, TOPICS
+from selfplay.arena import AUDIENCES, FILLER, STYLES, TEMPLATES, TOPICS, prompt_topic
 from selfplay.artifacts import atomic_dir, stable_hash
 
 CHAT_TEMPLATE = (
@@ -106,6 +107,23 @@ def build_policy(out: Path, spec: AssetSpec, tok) -> None:
     tok.save_pretrained(out)
 
 
+def warm_text(rng: random.Random, prompts: list[dict], tok) -> str:
+    """One chat-formatted warm-start example: a train prompt and a synthetic answer on its topic."""
+    p = rng.choice(prompts)["prompt"]
+    msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": synthetic_answer(rng, prompt_topic(p))}]
+    return tok.apply_chat_template(msgs, tokenize=False)
+
+
+def next_token_step(model, tok, opt, texts: list[str]) -> float:
+    """One optimizer step of next-token loss over every non-padding token of `texts`; returns the loss."""
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    loss = model(**enc, labels=enc.input_ids.masked_fill(enc.attention_mask == 0, -100)).loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def warm_start(model, tok, spec: AssetSpec) -> None:
     """A few epochs of next-token training on chat-formatted synthetic answers."""
     import torch
@@ -114,12 +132,7 @@ def warm_start(model, tok, spec: AssetSpec) -> None:
 
     rng = random.Random(spec.seed + 1)
     prompts = arena_prompts("train")
-    texts = []
-    for _ in range(spec.warm_examples):
-        p = rng.choice(prompts)["prompt"]
-        from selfplay.arena import prompt_topic
-        msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": synthetic_answer(rng, prompt_topic(p))}]
-        texts.append(tok.apply_chat_template(msgs, tokenize=False))
+    texts = [warm_text(rng, prompts, tok) for _ in range(spec.warm_examples)]
     opt = torch.optim.AdamW(model.parameters(), lr=spec.warm_lr)
     batch = 64
     steps = spec.warm_epochs * (len(texts) // batch)
@@ -129,15 +142,10 @@ def warm_start(model, tok, spec: AssetSpec) -> None:
     for epoch in range(spec.warm_epochs):
         random.Random(epoch).shuffle(texts)
         for i in range(0, len(texts) - batch + 1, batch):
-            enc = tok(texts[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
-            loss = model(**enc, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = next_token_step(model, tok, opt, texts[i:i + batch])
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     model.eval()
 
@@ -163,7 +171,7 @@ def on_topic_share(model, tok, prompts: list[str], samples: int = 2, max_new_tok
     """Of the arena topic words a policy samples (T = 1) for these prompts, the share on the prompt's topic."""
     import torch
 
-    from selfplay.arena import _WORD_TOPIC, prompt_topic
+    from selfplay.arena import _WORD_TOPIC
 
     chats = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
              for p in prompts for _ in range(samples)]
@@ -185,7 +193,6 @@ def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfplay.arena import prompt_topic
     from selfplay.progress import bar as progress_bar
 
     root = Path(root)
@@ -195,6 +202,10 @@ def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
     done = out / "manifest.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         return out
+    if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0":   # a job (make submit) reads assets, never trains them
+        from selfplay.data import DataError
+        raise DataError(f"the arena's topical policy is missing or stale at {out.absolute()}, and "
+                        "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
     t0 = time.time()
     torch.manual_seed(spec.seed)
     tok = AutoTokenizer.from_pretrained(root / "policy")
@@ -209,16 +220,7 @@ def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
                 raise RuntimeError(f"the topical policy did not reach an on-topic share of {spec.target_share} "
                                    f"in {step} steps (last {share:.2f})")
             model.train()
-            texts = []
-            for _ in range(spec.batch):
-                p = rng.choice(prompts)["prompt"]
-                texts.append(tok.apply_chat_template([{"role": "user", "content": p}, {
-                    "role": "assistant", "content": synthetic_answer(rng, prompt_topic(p))}], tokenize=False))
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            loss = model(**enc, labels=enc.input_ids.masked_fill(enc.attention_mask == 0, -100)).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            next_token_step(model, tok, opt, [warm_text(rng, prompts, tok) for _ in range(spec.batch)])
             step += 1
             b.update(1)
             if step % spec.check_every == 0:

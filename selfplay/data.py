@@ -51,8 +51,9 @@ def resolve_builtin(src: str) -> str:
         return str(root / "prompts" / name.split("/")[1])
     if name == "arena/sft":
         return str(_arena_sft(root))
-    if name == "arena/topical":
-        return str(_arena_topical(root))
+    if name == "arena/topical":   # the Nash arena's initial policy; a job never builds it (see build_topical)
+        from selfplay.assets import build_topical
+        return str(build_topical(root))
     raise DataError(f"unknown builtin asset {src!r} (builtin:arena, builtin:arena/train, builtin:arena/eval, "
                     "builtin:arena/sft, builtin:arena/topical)")
 
@@ -64,16 +65,6 @@ def architecture_source(src: str) -> str:
     if src == "builtin:arena/topical" and not (assets_root() / "topical" / "manifest.json").exists():
         return resolve_builtin("builtin:arena")
     return resolve_builtin(src)
-
-
-def _arena_topical(root: Path) -> Path:
-    """The Nash arena's initial policy (selfplay.assets.build_topical), never built inside a job."""
-    from selfplay.assets import build_topical
-    out = root / "topical"
-    if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0" and not (out / "manifest.json").exists():
-        raise DataError(f"the arena's topical policy is missing at {out.absolute()}, and SELFPLAY_ASSETS_BUILD=0 "
-                        "does not build it in the job: run `make assets` there first")
-    return build_topical(root)
 
 
 def _arena_sft(root: Path) -> Path:

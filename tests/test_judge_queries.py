@@ -151,9 +151,10 @@ def test_inpo_pairs_from_the_bracket_equal_those_from_the_full_matrix():
     old = inpo.make_pairs(_judged(prompts, responses, [_old_matrix(judge, p, rs) for p, rs in zip(prompts, responses)]),
                           ctx)
     assert _key(new) == _key(old)
-    # Not vacuous: the random table gives both outcomes, pairs for most prompts and none for some (a tied,
-    # abstained or lost final), so the equality above covers both branches of the pair rule.
-    assert 100 < len(new) < len(prompts)
+    # A coverage guard, not a tautology: it fails if the random table stops giving both outcomes (pairs for
+    # most prompts, none for some: a tied, abstained or lost final), which would leave the equality above
+    # checking one branch of the pair rule only.
+    assert 100 < len(new) < len(prompts), f"{len(new)} pairs from {len(prompts)} prompts: one branch untested"
     assert stats.pairs < sum(k * (k - 1) for k in ks) / 2
     # the bracket's entries are the same numbers the full matrix holds; entries never asked are NaN
     for m, rs, p in zip(mats, responses, prompts):
