@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard league submit bench clean
+.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard league submit bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -102,6 +102,11 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 # measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
 bench: setup  ## every benchmark, short defaults (ratios measured side by side)
 	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
+
+# The GPU benchmarks (trainer vs TRL in bf16, PairRM vs llm-blender in fp16) at GPU sizes, in one command;
+# logs in bench_gpu/. Needs a CUDA GPU, and trl and llm-blender installed (scripts/bench_gpu.sh says more).
+bench-gpu:  ## the GPU benchmarks in one command (a CUDA machine)
+	PYTHON=$(BIN)/python bash scripts/bench_gpu.sh bench_gpu
 
 clean:  ## remove runs/, artifacts/ and caches
 	rm -rf runs artifacts .pytest_cache

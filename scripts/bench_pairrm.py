@@ -72,11 +72,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
+    t0 = time.perf_counter()
     if args.model:
         paths = {"hf": Path(args.model), "ranker": Path(args.ranker) if args.ranker else None}
     else:
         paths = build_tiny_pairrm(Path(tempfile.mkdtemp(prefix="bench_pairrm")), hidden=args.hidden,
                                   layers=args.layers, heads=args.heads)
+    print(f"judge weights ready in {time.perf_counter() - t0:.1f}s", flush=True)
     prompts, responses = _inputs(args.prompts, args.k, seed=0)
     pairs = len(prompts) * args.k * (args.k - 1)
     low = ("float16", "bfloat16") if args.device.startswith("cuda") else ("bfloat16", "int8")
@@ -92,7 +94,11 @@ def main() -> None:
                 prompts, responses, return_scores=True, batch_size=b, disable_tqdm=True))
     # Same scores first: each variant's largest deviation from ours at the default dtype.
     ref = fns["ours default"]()
-    dev = {k: float(np.abs(fn() - ref).max()) for k, fn in fns.items()}
+    dev = {}
+    for k, fn in fns.items():   # also each variant's first (cold) call, printed as it ends
+        t0 = time.perf_counter()
+        dev[k] = float(np.abs(fn() - ref).max())
+        print(f"  first call of {k}: {time.perf_counter() - t0:.1f}s", flush=True)
     times = _alternating(fns, args.repeats)
     print(f"PairRM {'checkpoint ' + args.model if args.model else f'random DeBERTa-v2 hidden {args.hidden}, {args.layers} layers'}"
           f"; {len(prompts)} prompts x K={args.k} = {pairs} ordered pairs; device {args.device}; torch threads "

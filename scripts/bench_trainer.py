@@ -123,6 +123,8 @@ def run_ours(a, model_dir: str, rows: list[dict], lever: dict) -> dict:
     refs = w.references(pairs)
     ref_s = time.perf_counter() - t0
     result = TrainResult(pairs=len(pairs))
+    if a.profile:
+        _profile_steps(a, w, pairs, refs)
     _reset_peak(a.device)
     t0 = time.perf_counter()
     w.epochs(pairs, refs, result, random.Random(0))
@@ -130,6 +132,30 @@ def run_ours(a, model_dir: str, rows: list[dict], lever: dict) -> dict:
         torch.cuda.synchronize()
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(a.device), "ref_seconds": ref_s,
             "loss": result.loss_curve[-1]}
+
+
+def _profile_steps(a, w, pairs, refs) -> None:
+    """Each optimizer step's wall time over one pass, then torch.profiler's table of one more (warm) step,
+    on stderr: where a step's time goes on this device (it trains the weights the timed run then starts from)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    w.model.train()
+    batches = [list(range(i, min(i + a.batch, len(pairs)))) for i in range(0, len(pairs), a.batch)]
+    times = []
+    for b in batches:
+        t0 = time.perf_counter()
+        w._step(pairs, refs, b)
+        sync()
+        times.append(time.perf_counter() - t0)
+    print("profile: step seconds " + " ".join(f"{t:.3f}" for t in times), file=sys.stderr)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        w._step(pairs, refs, batches[0])
+        sync()
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=70),
+          file=sys.stderr)
 
 
 def run_trl(a, model_dir: str, rows: list[dict]) -> dict:
@@ -193,6 +219,8 @@ def spawn(a, which: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    if a.profile and which != "trl":
+        print("\n".join(x for x in p.stderr.splitlines() if "it/s]" not in x), flush=True)
     line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
     if p.returncode != 0 or line is None:
         sys.exit(f"error: the {which} run failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
@@ -265,6 +293,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--levers", action="store_true", help="also measure each lever (cumulative)")
+    ap.add_argument("--profile", action="store_true", help="ours: print each step's time and a torch.profiler "
+                    "table of one warm step, before each timed run (use with --reps 1)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
