@@ -251,13 +251,14 @@ def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: st
 def check_round_prompt_lengths(cfg: Config, rounds: list[int], tokenizer_dir: str) -> None:
     """check_prompt_lengths for each round's training prompts, with the tokenizer the rounds start from.
     The builtin arena prompts are skipped: they are short by construction and counting them would build the assets."""
-    from transformers import AutoTokenizer
     tok = None
     for n in rounds:
         src = round_source(cfg.data, n)
         if src.startswith("builtin:"):
             continue
-        tok = tok or AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
+        if tok is None:   # imported here: transformers takes 4-6 s to import, which builtin prompts never need
+            from transformers import AutoTokenizer
+            tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
         check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})")
 
 
