@@ -114,8 +114,9 @@ def _kill_during(run_dir: Path, kill: Kill) -> tuple[dict, str, float]:
 
 
 def _assert_gone_10s_after(session: dict, t_signal: float, what) -> None:
-    time.sleep(max(0.0, t_signal + 10 - time.monotonic()))
-    left = session_processes(session["temp_dir"])
+    """Polled: a session's processes cannot come back once gone, so the first empty look settles it."""
+    while (left := session_processes(session["temp_dir"])) and time.monotonic() < t_signal + 10:
+        time.sleep(0.25)
     assert not left, f"{what}: processes of the killed session alive 10 s after the signal: {left}"
 
 
