@@ -35,16 +35,24 @@ STAGE_DIRS = {"round_0/init": "round_0/policy", "round_0/evaluate": "round_0/eva
               "round_1/evaluate": "round_1/eval"}
 
 
+# EGPO's online update samples, judges and steps inside the train stage: three extragradient iterations
+EGPO = ["--config", "configs/arena_egpo.yaml", "generation.k=3", "train.steps_per_round=3", "train.batch_size=4"]
+
+
 @dataclass(frozen=True)
 class Kill:
     stage: str        # "round_1/train": signal while this stage runs
     how: str          # group_kill | driver_kill | driver_and_watchdog_kill | sigint | sigterm
     code: int         # the driver's exit status
+    after: str = "(pid "   # signal once the stage's log gains a line with this: by default a new attempt's header
 
 
 def _command(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.round", "--round", "1", "--config", "configs/arena_sppo.yaml",
-            f"run_dir={run_dir}", *SMALL, *extra]
+    """The small round; an --config in `extra` replaces the SPPO arena's (overrides follow the last --config)."""
+    config = extra[extra.index("--config") + 1] if "--config" in extra else "configs/arena_sppo.yaml"
+    rest = [x for i, x in enumerate(extra) if x != "--config" and (i == 0 or extra[i - 1] != "--config")]
+    return [sys.executable, "-m", "pipelines.round", "--round", "1", "--config", config, f"run_dir={run_dir}", *SMALL,
+            *rest]
 
 
 def _hashes(run_dir: Path) -> dict[str, str]:
@@ -60,8 +68,12 @@ def _stale(run_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name)
 
 
+def _count(log: Path, text: str) -> int:
+    return log.read_text(errors="replace").count(text) if log.exists() else 0
+
+
 def _attempts(log: Path) -> int:
-    return log.read_text(errors="replace").count("(pid ") if log.exists() else 0
+    return _count(log, "(pid ")
 
 
 def _run_to_the_end(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -85,20 +97,20 @@ def _signal(proc: subprocess.Popen, how: str, session: dict) -> None:
 # In a warm actor (pipelines/actors.py) these stages of the small round finish within 0.2 s of their log
 # header, too close to the test's 50 ms polling to land a signal inside them every time; in a new actor
 # their imports come first. The other stages are killed in the warm actor.
-QUICK_STAGES = ("round_1/judge", "round_1/preferences")
+QUICK_STAGES = ("round_0/evaluate", "round_1/judge", "round_1/preferences")
 
 
-def _kill_during(run_dir: Path, kill: Kill) -> tuple[dict, str, float]:
-    """Start the driver, signal it once `kill.stage` has started, wait for it to end; (its Ray session's
-    record, its stderr, the time of the signal)."""
+def _kill_during(run_dir: Path, kill: Kill, extra: tuple[str, ...] = ()) -> tuple[dict, str, float]:
+    """Start the driver, signal it once `kill.stage`'s log has gained `kill.after`, wait for it to end; (its
+    Ray session's record, its stderr, the time of the signal)."""
     log = run_dir / "logs" / f"{kill.stage}.log"
-    before = _attempts(log)
+    before = _count(log, kill.after)
     env = {**os.environ, "SELFPLAY_WARM_ACTORS": "0"} if kill.stage in QUICK_STAGES else None
-    proc = subprocess.Popen(_command(run_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(_command(run_dir, *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        while _attempts(log) <= before:
+        while _count(log, kill.after) <= before:
             assert proc.poll() is None, f"{kill}: the driver ended before the stage started: {proc.stderr.read()}"
             assert time.monotonic() < deadline, f"{kill}: the stage did not start"
             time.sleep(0.05)
@@ -166,11 +178,11 @@ def _chain(reference, kills: list[Kill]) -> None:
 
 
 def test_group_kill_in_every_stage_resumes_identically(reference):
-    """SIGKILL of the whole process group (a killed job, a closed terminal) in round 0 and in each of round 1's
-    five stages, each re-run resuming the previous kill."""
+    """SIGKILL of the whole process group (a killed job, a closed terminal) in both of round 0's stages and in
+    each of round 1's five, each re-run resuming the previous kill."""
     _chain(reference, [Kill(stage, "group_kill", -9) for stage in
-                       ("round_0/init", "round_1/generate", "round_1/judge", "round_1/preferences", "round_1/train",
-                        "round_1/evaluate")])
+                       ("round_0/init", "round_0/evaluate", "round_1/generate", "round_1/judge", "round_1/preferences",
+                        "round_1/train", "round_1/evaluate")])
 
 
 def test_signals_and_driver_kills_resume_identically(reference):
@@ -209,6 +221,32 @@ def test_a_dead_stage_actor_is_retried_from_the_stage_start(reference):
             assert "its actor died" in err and "attempt 2 of 2" in err, err
     assert _hashes(run_dir) == expected
     assert not _stale(run_dir)
+
+
+def test_kills_inside_egpos_extragradient_steps_resume_identically(tmp_path):
+    """EGPO's update samples, judges and steps inside the train stage. SIGKILL of the group between an
+    iteration's half step and its full step (weights at θ_{t+½}, the snapshot of θ_t held in memory), then
+    SIGTERM after a later full step: each re-run starts the stage over and ends with the uninterrupted hashes."""
+    run_dir = tmp_path / "run"
+    done = _run_to_the_end(run_dir, *EGPO)
+    assert done.returncode == 0, done.stderr
+    expected = _hashes(run_dir)
+    assert set(expected) == set(STAGE_DIRS)
+    assert _count(run_dir / "logs" / "round_1" / "train.log", "egpo iteration 3/3: full step") == 1
+    shutil.rmtree(run_dir)
+    for kill in (Kill("round_1/train", "group_kill", -9, after="egpo iteration 2/3: half step"),
+                 Kill("round_1/train", "sigterm", 143, after="egpo iteration 1/3: full step")):
+        session, err, t_signal = _kill_during(run_dir, kill, tuple(EGPO))
+        assert not (run_dir / "round_1" / "policy" / "manifest.json").exists(), f"{kill}: train finished first"
+        finished = _hashes(run_dir)
+        assert finished == {k: expected[k] for k in finished} and "round_1/preferences" in finished, kill
+        if kill.how == "sigterm":
+            _assert_one_line(err, kill)
+        _assert_gone_10s_after(session, t_signal, kill)
+    done = _run_to_the_end(run_dir, *EGPO)
+    assert done.returncode == 0, done.stderr
+    assert _hashes(run_dir) == expected
+    assert not _stale(run_dir), _stale(run_dir)
 
 
 # ---------------------------------------------------------------- no silent hang (in-process, on the test's Ray)

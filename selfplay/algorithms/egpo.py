@@ -36,6 +36,7 @@ form.
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 
@@ -121,7 +122,8 @@ def update(w, job):
     judge = job.make_judge() if w.rank == 0 else None
     result, bs, phase = TrainResult(), cfg.train.batch_size, [0]
     losses: list[float] = []
-    for s in range(iterations(len(prompts), cfg)):
+    n_iter = iterations(len(prompts), cfg)
+    for s in range(n_iter):
         batch = [prompts[(s * bs + i) % len(prompts)] for i in range(min(bs, len(prompts)))]
 
         def sample():
@@ -138,6 +140,9 @@ def update(w, job):
                 raise TrainingError(f"egpo loss is {loss} at step {s}; nothing was saved. Lower train.lr ({cfg.train.lr})")
             result.steps += 1
             result.pairs += len(pairs)
+            if w.rank == 0:   # one stage-log line per half and full step: where an interrupted update stood
+                logging.getLogger("selfplay").info("egpo iteration %d/%d: %s step loss %.4f", s + 1, n_iter,
+                                                   "half" if result.steps % 2 else "full", loss)
             return loss
 
         losses += extragradient_iteration(sample, step, w.snapshot, w.restore)
