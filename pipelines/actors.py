@@ -445,7 +445,7 @@ def _logged_bytes(log_file: str) -> int:
 
 
 def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeout_s: float = 600, *,
-                  log_file: str | None = None) -> list[Any]:
+                  log_file: str | None = None, retries: int = 1) -> list[Any]:
     """Run fn(*args) for each args in `calls`, each in its own `role` actor, concurrently; results in order.
 
     Data parallelism for a stage: the caller (a coordinator actor holding no resources) fans its
@@ -455,6 +455,10 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
 
     Actor i writes to part_log(log_file, i) (generate.log -> generate.0.log, ...); by default
     log_file is the calling stage's own log, so a stage's fan-out lands next to it.
+
+    An actor that dies (its process killed, as the OOM killer does) is replaced in its bundle and reruns
+    its own shard only, up to `retries` times (resources.stage_retries); the other shards' results stand.
+    A shard whose actor died every time fails the call, naming the shard.
 
     These actors never stay warm (run_in_actor's do): their placement group reserves the cores and GPUs
     of all of them, and keeping it between stages would hold those from the next stage (on one GPU,
@@ -474,18 +478,44 @@ def map_in_actors(role: str, resources, fn: Callable, calls: list[tuple], timeou
         remove_placement_group(pg)
         raise RuntimeError(f"{role}: the cluster cannot place {len(calls)} actors of {bundle} each within "
                            f"{timeout_s:.0f}s; lower generation.num_engines or add nodes")
-    actors = []
+    log_file = log_file or os.environ.get(STAGE_LOG)
+    threads = torch_threads(resources)
+    actors: list = []
+
+    def start(i: int):   # shard i's actor, in bundle i; its call's ref
+        strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i) if pg else "DEFAULT"
+        actors.append(ray.remote(**opts)(StageActor).options(scheduling_strategy=strategy).remote())
+        return actors[-1].run.remote(fn, calls[i], {}, part_log(log_file, i) if log_file else None, threads)
+
     try:
-        for i in range(len(calls)):
-            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i) if pg else "DEFAULT"
-            actors.append(ray.remote(**opts)(StageActor).options(scheduling_strategy=strategy).remote())
-        log_file = log_file or os.environ.get(STAGE_LOG)
-        logs = [part_log(log_file, i) if log_file else None for i in range(len(calls))]
-        threads = torch_threads(resources)
-        return [r for r, _ in ray.get([a.run.remote(fn, args, {}, lg, threads)
-                                       for a, args, lg in zip(actors, calls, logs)])]
+        return _gather_shards(role, start, len(calls), retries)
     finally:
         for a in actors:
             ray.kill(a)
         if pg is not None:
             remove_placement_group(pg)
+
+
+def _gather_shards(role: str, start: Callable[[int], Any], n: int, retries: int) -> list[Any]:
+    """Each shard's result, in order, as its call ends; a shard whose actor died is started again alone."""
+    from ray.exceptions import RayActorError
+
+    pending = {start(i): i for i in range(n)}
+    results: list[Any] = [None] * n
+    attempts = [1] * n
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(ref)
+        try:
+            results[i] = ray.get(ref)[0]
+        except RayActorError as e:
+            said = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if attempts[i] > retries:
+                raise RuntimeError(f"{role} shard {i + 1} of {n}: its actor died in each of {attempts[i]} attempt(s); "
+                                   "its process was killed, most often by the out-of-memory killer (see `dmesg`). "
+                                   f"Ray said: {said}") from None
+            attempts[i] += 1
+            log.warning("%s shard %d of %d: its actor died (%s); running this shard again (attempt %d of %d)",
+                        role, i + 1, n, said, attempts[i], retries + 1)
+            pending[start(i)] = i
+    return results

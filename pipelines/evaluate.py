@@ -87,7 +87,7 @@ def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path
     if cfg.generation.num_engines > 1:
         # This stage's actor only coordinated the engines and holds no device: judge in a judge actor.
         from pipelines.actors import map_in_actors
-        [(versus, gap)] = map_in_actors("judge", res, eval_judging, [args])
+        [(versus, gap)] = map_in_actors("judge", res, eval_judging, [args], retries=cfg.resources.stage_retries)
     else:
         versus, gap = eval_judging(*args)
     round_info = {**round_info, **({"judge_vs_oracle": gap} if gap else {})}

@@ -73,7 +73,7 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
         from pipelines.actors import map_in_actors  # Ray only when fanning out over engines
         shards = split_evenly(requests, g.num_engines)
         results = map_in_actors("generation", cfg.resources.generation, sample_checkpoint,
-                                [(policy, cfg, shard, spec) for shard in shards])
+                                [(policy, cfg, shard, spec) for shard in shards], retries=cfg.resources.stage_retries)
         completions = [c for part, _ in results for c in part]
         load_s = max(s for _, s in results)
     else:
@@ -124,7 +124,8 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
         from pipelines.actors import map_in_actors  # Ray only when fanning out over judge actors
         t0 = time.time()
         parts = map_in_actors("judge", cfg.resources.judge, judge_groups,
-                              [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)])
+                              [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)],
+                              retries=cfg.resources.stage_retries)
         judged, summary = merge_judge_parts(parts, time.time() - t0)
     else:
         judged, stats, diag = judge_groups(groups, cfg, ctx)

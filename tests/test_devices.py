@@ -150,7 +150,7 @@ def test_eval_judge_device_is_that_of_its_actor(tmp_path, monkeypatch, engines, 
 
     monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
     monkeypatch.setattr(ev, "versus_all", versus_all)
-    monkeypatch.setattr(pipelines.actors, "map_in_actors", lambda role, res, fn, calls: [fn(*c) for c in calls])
+    monkeypatch.setattr(pipelines.actors, "map_in_actors", lambda role, res, fn, calls, **kw: [fn(*c) for c in calls])
     cfg = load_config(None, [f"run_dir={tmp_path}", "resources.generation.num_gpus=1",
                              "resources.judge.num_gpus=0", f"generation.num_engines={engines}"])
     from pipelines.round import judge_context

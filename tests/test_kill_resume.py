@@ -321,6 +321,38 @@ def test_stage_retries_takes_effect(by_value, tmp_path, retries):
     assert Path(marker).exists() and not list(tmp_path.glob(".out.*"))
 
 
+def _shard_dies_once(marker_dir: str, shard: int, doomed: int) -> int:
+    """Records each start; the doomed shard's first attempt SIGKILLs its own process (as the OOM killer would)."""
+    starts = Path(marker_dir) / f"shard{shard}"
+    starts.mkdir(exist_ok=True)
+    (starts / str(os.getpid())).write_text("")
+    if shard == doomed and len(list(starts.iterdir())) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.5)   # the other shards are still running when the doomed one dies
+    return shard * 10
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_dead_shard_actor_reruns_its_shard_only(by_value, tmp_path, retries):
+    """A fanned-out stage (generation.num_engines, judge.num_actors): one shard's actor process is killed; that
+    shard alone runs again in a new actor, the others are not rerun; with resources.stage_retries=0 the call
+    fails naming the shard."""
+    from pipelines.actors import map_in_actors
+    from selfplay.config import ActorResources
+    calls = [(str(tmp_path), i, 1) for i in range(3)]
+    res = ActorResources(num_cpus=0.5, num_gpus=0)
+    if retries:
+        assert map_in_actors("judge", res, _shard_dies_once, calls, retries=retries) == [0, 10, 20]
+    else:
+        with pytest.raises(RuntimeError, match="judge shard 2 of 3: its actor died in each of 1 attempt"):
+            map_in_actors("judge", res, _shard_dies_once, calls, retries=retries)
+    starts = {i: len(list(d.iterdir())) if (d := tmp_path / f"shard{i}").exists() else 0 for i in range(3)}
+    if retries:
+        assert starts == {0: 1, 1: 2, 2: 1}, starts
+    else:   # the failure ends the call at once: the other shards may not have started
+        assert starts[1] == 1 and starts[0] <= 1 and starts[2] <= 1, starts
+
+
 def test_stale_temp_dirs_of_dead_writers_go_live_ones_stay(tmp_path):
     from selfplay.artifacts import _HOST, atomic_dir
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
