@@ -3,10 +3,12 @@
 #
 #     bash scripts/bench_gpu.sh [OUT_DIR [STEP ...]]     # or: make bench-gpu
 #
-# Runs the STEPs (default: all, about 12 minutes on an H200, most of it process and CUDA start-up), each
+# Runs the STEPs (default: all, about 16 minutes on an H200, most of it process and CUDA start-up), each
 # under its own time limit, each one's output kept in OUT_DIR/<name>.log (default bench_gpu/):
 #   env         the GPU, driver and package versions (always)
 #   profile     our trainer's per-step times and a torch.profiler table of one warm step (32k shape)
+#   levers      each of the trainer's levers (chunked head, length groups, no attention mask) on and off,
+#               cumulative, at the 32k shape: which of them pays on this device
 #   trainer     our DPO trainer vs TRL's DPOTrainer, bf16 compute on fp32 weights, at the README's
 #               32k-vocabulary shape (hidden 512, 8 layers, sequences up to 512 tokens), more pairs
 #   pairrm      our PairRM judge (fp16 default, bf16) vs llm-blender's Blender.rank at batch 1 and 8,
@@ -21,20 +23,20 @@ set -u
 cd "$(dirname "$0")/.."
 out=${1:-bench_gpu}
 shift || true
-steps=" ${*:-profile trainer pairrm trainer_1b} "
+steps=" ${*:-profile levers trainer pairrm trainer_1b} "
 py=${PYTHON:-python3}
 mkdir -p "$out"
 if [ "${SMOKE:-0}" = 1 ]; then
     dev=(--device cpu --dtype float32); pr_dev=(--device cpu)
     trainer=(--hidden 32 --layers 1 --heads 2 --kv-heads 1 --vocab 2000 --max-length 64 --pairs 4 --batch 2 --reps 1)
     pairrm=(--hidden 32 --layers 1 --heads 2 --prompts 2 --k 3 --repeats 1)
-    big=("${trainer[@]}"); limit=(120 120 120 120)
+    big=("${trainer[@]}"); limit=(120 120 120 120 120)
 else
     dev=(--device cuda --dtype bfloat16); pr_dev=(--device cuda --threads 0)
     trainer=(--hidden 512 --layers 8 --heads 8 --kv-heads 2 --max-length 512 --pairs 128 --batch 8 --reps 3)
     pairrm=(--hidden 1024 --layers 24 --heads 16 --prompts 8 --k 6 --our-batch 64 --repeats 2)
     big=(--hidden 2048 --layers 16 --heads 16 --kv-heads 8 --max-length 1024 --pairs 64 --batch 8 --reps 2)
-    limit=(120 240 240 240)
+    limit=(120 240 240 240 240)
 fi
 
 step() {   # step NAME SECONDS ARGS...: one benchmark, its log in $out/NAME.log, its exit status reported
@@ -66,6 +68,7 @@ EOF
 } >"$out/env.log" 2>&1
 cat "$out/env.log"
 step profile "${limit[0]}" scripts/bench_trainer.py "${dev[@]}" "${trainer[@]}" --pairs 64 --reps 1 --profile
-step trainer "${limit[1]}" scripts/bench_trainer.py "${dev[@]}" "${trainer[@]}"
-step pairrm "${limit[2]}" scripts/bench_pairrm.py "${pr_dev[@]}" "${pairrm[@]}"
-step trainer_1b "${limit[3]}" scripts/bench_trainer.py "${dev[@]}" "${big[@]}"
+step levers "${limit[1]}" scripts/bench_trainer.py "${dev[@]}" "${trainer[@]}" --pairs 64 --reps 1 --levers
+step trainer "${limit[2]}" scripts/bench_trainer.py "${dev[@]}" "${trainer[@]}"
+step pairrm "${limit[3]}" scripts/bench_pairrm.py "${pr_dev[@]}" "${pairrm[@]}"
+step trainer_1b "${limit[4]}" scripts/bench_trainer.py "${dev[@]}" "${big[@]}"
