@@ -2,6 +2,7 @@
 
     python scripts/bench_round.py                        # the default arena round, 2 runs per mode (make bench)
     python scripts/bench_round.py --reps 5               # more runs
+    python scripts/bench_round.py --rounds 3             # three rounds in one invocation (Ray starts once)
     python scripts/bench_round.py --config configs/arena_sppo.yaml train.epochs=1   # overrides go to the round
 
 Runs `python -m pipelines.round --round 1 --config CONFIG run_dir=<fresh tmp dir> wandb.mode=disabled`
@@ -57,9 +58,10 @@ class Run:
         return (self.wall - self.in_actor) / self.wall
 
 
-def run_round(mode: str, config: str, overrides: list[str]) -> Run:
+def run_round(mode: str, config: str, overrides: list[str], rounds: int = 1) -> Run:
     run_dir = Path(tempfile.mkdtemp(prefix="bench_round", dir="/tmp")) / "run"
-    cmd = [sys.executable, "-m", "pipelines.round", "--round", "1", "--config", config, f"run_dir={run_dir}",
+    span = "1" if rounds == 1 else f"1-{rounds}"
+    cmd = [sys.executable, "-m", "pipelines.round", "--round", span, "--config", config, f"run_dir={run_dir}",
            "wandb.mode=disabled", *overrides]
     env = {**os.environ, "SELFPLAY_WARM_ACTORS": MODES[mode]}
     try:
@@ -115,12 +117,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=2, help="runs per mode (default %(default)s)")
     ap.add_argument("--config", default="configs/arena_sppo.yaml")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds 1..N in one invocation (Ray starts once)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for the round")
     a = ap.parse_args()
     runs: list[Run] = []
     for i in range(a.reps):
         for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):   # alternating: load drifts hit both
-            r = run_round(mode, a.config, a.overrides)
+            r = run_round(mode, a.config, a.overrides, a.rounds)
             runs.append(r)
             print(f"warm {r.mode:3}  wall {r.wall:6.1f}s  work {r.work:6.1f}s ({r.stages} stages)  "
                   f"in_actor {r.in_actor:6.1f}s  overhead {r.overhead:6.1%} (vs in_actor {r.overhead_in_actor:6.1%})",
