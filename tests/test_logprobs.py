@@ -107,6 +107,15 @@ def test_a_logit_transform_the_head_does_not_know_is_refused():
         _run(model, chunked=True, mask=False)
 
 
+def test_length_groups_default_to_the_cpu_only():
+    """Levers.length_groups=None cuts length groups on a CPU (+12% measured there) and nowhere else (0.28x on an
+    H200); True and False hold on every device."""
+    from selfplay.logprobs import grouped
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert grouped(Levers(), cpu) and not grouped(Levers(), gpu)
+    assert grouped(Levers(length_groups=True), gpu) and not grouped(Levers(length_groups=False), cpu)
+
+
 def test_length_groups_cut_padding_and_respect_the_token_cap():
     lv = Levers(forward_cost=10, max_group_tokens=1000)
     assert length_groups([10, 10, 10, 500], lv) == [3, 1]      # 30 + 500 + 2·10 instead of 4·500 + 10
