@@ -39,7 +39,7 @@ import numpy as np
 from judges.pairrm import PREFIXES, PairRMJudge
 from selfplay.arena import DEFAULT_RULES, ArenaRules, oracle_probability
 from selfplay.arena_pairs import LabelledPair, draw_pairs, policy_samples
-from selfplay.artifacts import atomic_dir, stable_hash
+from selfplay.artifacts import atomic_dir, build_lock, manifest_key, stable_hash
 
 BUILTIN = "builtin:arena/pairrm"
 NEAR_TIE = 0.05   # |p − ½| at or below this is a near-tie, left out of the agreement
@@ -263,18 +263,27 @@ def asset_key(spec: PairRMAssetSpec, policy_key: str, rules: ArenaRules) -> str:
 def build_judge_asset(root: Path, spec: PairRMAssetSpec = PairRMAssetSpec(),
                       rules: ArenaRules = DEFAULT_RULES) -> Path:
     """Build (or reuse) root/pairrm next to the arena's policy and prompts; returns root/pairrm."""
-    from selfplay.assets import arena_prompts, build_assets
+    from selfplay.assets import build_assets
 
     root = Path(root)
     build_assets(root)
     out = root / "pairrm"
-    key = asset_key(spec, json.loads((root / "manifest.json").read_text())["key"], rules)
-    if _manifest_key(out) == key:
+    key = asset_key(spec, manifest_key(root), rules)
+    if manifest_key(out) == key:
         return out
     if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0":
         from selfplay.data import DataError
         raise DataError(f"the arena's PairRM judge is missing or stale at {out.absolute()}, and "
                         "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
+    with build_lock(out):
+        if manifest_key(out) != key:   # else another process built it while this one waited
+            _train_judge_asset(root, out, spec, rules, key)
+    return out
+
+
+def _train_judge_asset(root: Path, out: Path, spec: PairRMAssetSpec, rules: ArenaRules, key: str) -> None:
+    from selfplay.assets import arena_prompts
+
     t0 = time.time()
     train_p = [r["prompt"] for r in arena_prompts("train")]
     eval_p = [r["prompt"] for r in arena_prompts("eval")]
@@ -294,7 +303,6 @@ def build_judge_asset(root: Path, spec: PairRMAssetSpec = PairRMAssetSpec(),
             "near_tie": NEAR_TIE, "train_loss": {"first_50": round(float(np.mean(losses[:50])), 4),
                                                  "last_50": round(float(np.mean(losses[-50:])), 4)},
             "seconds": round(time.time() - t0, 1)}, indent=1))
-    return out
 
 
 def _samples(policy: str, prompts: list[str], n: int, seed: int) -> list[list[str]]:
@@ -313,13 +321,6 @@ def _fresh_judge(tmp: Path, spec: PairRMAssetSpec, prompts: list[str], samples: 
     config = deberta_config(spec, len(tok), tok.pad_token_id)
     write_layouts(tmp / "init", initial_state(config, len(tok) + len(PREFIXES), spec.seed), config, tok, backbone_ref)
     return PairRMJudge(str(tmp / "init" / "hf"), batch_size=64), config, tok
-
-
-def _manifest_key(out: Path) -> str | None:
-    try:
-        return json.loads((out / "manifest.json").read_text()).get("key")
-    except (OSError, ValueError):
-        return None
 
 
 def resolve_model(model: str) -> str:

@@ -7,6 +7,7 @@ so a crash never leaves a half-written artifact where a finished one is expected
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -76,6 +77,26 @@ def read_manifest(directory: Path) -> Manifest | None:
         return Manifest(**json.loads(f.read_text()))
     except (json.JSONDecodeError, TypeError):
         return None  # a corrupt manifest means "not finished": the stage reruns
+
+
+def manifest_key(final: Path) -> str | None:
+    """The `key` in `final`'s manifest, or None when it has none (missing, partial or unreadable)."""
+    try:
+        return json.loads((Path(final) / MANIFEST).read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def build_lock(final: Path) -> Iterator[None]:
+    """Hold an exclusive lock on building `final` (a sibling `.<name>.lock`), so that processes which
+    need the same asset at once (two runs on a fresh clone, or test workers) build it once: the others
+    wait here, then find its manifest current. The kernel drops the lock when its holder dies."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selfplay.arena import AUDIENCES, FILLER, STYLES, TEMPLATES, TOPICS, prompt_topic
-from selfplay.artifacts import atomic_dir, stable_hash
+from selfplay.artifacts import atomic_dir, build_lock, manifest_key, stable_hash
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -190,22 +190,28 @@ def on_topic_share(model, tok, prompts: list[str], samples: int = 2, max_new_tok
 
 def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
     """Build (or reuse) root/topical from root/policy; returns it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from selfplay.progress import bar as progress_bar
-
     root = Path(root)
     build_assets(root)
     out = root / "topical"
-    key = stable_hash({"spec": asdict(spec), "policy": json.loads((root / "manifest.json").read_text())["key"]})
-    done = out / "manifest.json"
-    if done.exists() and json.loads(done.read_text()).get("key") == key:
+    key = stable_hash({"spec": asdict(spec), "policy": manifest_key(root)})
+    if manifest_key(out) == key:
         return out
     if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0":   # a job (make submit) reads assets, never trains them
         from selfplay.data import DataError
         raise DataError(f"the arena's topical policy is missing or stale at {out.absolute()}, and "
                         "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
+    with build_lock(out):
+        if manifest_key(out) != key:   # else another process built it while this one waited
+            _train_topical(root, out, spec, key)
+    return out
+
+
+def _train_topical(root: Path, out: Path, spec: TopicalSpec, key: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfplay.progress import bar as progress_bar
+
     t0 = time.time()
     torch.manual_seed(spec.seed)
     tok = AutoTokenizer.from_pretrained(root / "policy")
@@ -233,18 +239,23 @@ def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
         (tmp / "manifest.json").write_text(json.dumps({
             "key": key, "spec": asdict(spec), "steps": step, "on_topic_share": round(share, 3),
             "seconds": round(time.time() - t0, 1)}, indent=1))
-    return out
 
 
 def build_assets(root: Path, spec: AssetSpec = AssetSpec()) -> Path:
     """Build (or reuse) the assets; returns the directory holding `policy/`, `prompts/{train,eval}`."""
+    key = stable_hash(asdict(spec))
+    if manifest_key(root) == key:
+        return root
+    with build_lock(root):
+        if manifest_key(root) != key:   # else another process built it while this one waited
+            _build_arena(Path(root), spec, key)
+    return root
+
+
+def _build_arena(root: Path, spec: AssetSpec, key: str) -> None:
     import datasets
     import torch
 
-    manifest = root / "manifest.json"
-    key = stable_hash(asdict(spec))
-    if manifest.exists() and json.loads(manifest.read_text()).get("key") == key:
-        return root
     t0 = time.time()
     torch.manual_seed(spec.seed)
     with atomic_dir(root) as tmp:
@@ -254,7 +265,6 @@ def build_assets(root: Path, spec: AssetSpec = AssetSpec()) -> Path:
             datasets.Dataset.from_list(arena_prompts(split)).save_to_disk(str(tmp / "prompts" / split))
         (tmp / "manifest.json").write_text(json.dumps({"key": key, "spec": asdict(spec),
                                                        "seconds": round(time.time() - t0, 1)}, indent=1))
-    return root
 
 
 def main() -> None:

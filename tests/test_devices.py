@@ -157,3 +157,39 @@ def test_eval_judge_device_is_that_of_its_actor(tmp_path, monkeypatch, engines, 
     with pytest.raises(_Stop):
         ev.evaluate(str(tmp_path), 1, cfg, judge_context(cfg, 1), {}, tmp_path / "eval")
     assert seen == [expected]
+
+
+# ---------------------------------------------------------------------------------------------
+# resources.stage_retries: every fanned-out stage hands it to its shards
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage,role", [("generate", "generation"), ("judge", "judge"), ("evaluate", "judge")])
+def test_every_fanned_out_stage_gives_its_shards_resources_stage_retries(tmp_path, monkeypatch, arena_policy,
+                                                                        stage, role):
+    """map_in_actors reruns a dead shard `retries` times (tests/test_kill_resume.py); here, each stage that
+    fans out passes the config's resources.stage_retries as that bound, not map_in_actors' default."""
+    import pipelines.actors
+    import pipelines.evaluate as ev
+    import pipelines.stages as st
+
+    seen = []
+
+    def map_in_actors(role, res, fn, calls, *, retries):
+        seen.append((role, len(calls), retries))
+        raise _Stop
+
+    monkeypatch.setattr(pipelines.actors, "map_in_actors", map_in_actors)
+    cfg = load_config(None, [f"run_dir={tmp_path}", "resources.stage_retries=3", "generation.num_engines=2",
+                             "judge.num_actors=2"])
+    from pipelines.round import judge_context
+    with pytest.raises(_Stop):
+        if stage == "generate":
+            st.generate(arena_policy, cfg, 1, tmp_path / "gen")
+        elif stage == "judge":
+            groups = [(f"p{i}", "Describe the forest.", [{"response": "pine"}, {"response": "wave"}]) for i in range(4)]
+            monkeypatch.setattr(st, "group_generations", lambda path: groups)
+            st.judge(tmp_path / "gen", cfg, judge_context(cfg, 1), tmp_path / "judged")
+        else:
+            monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
+            ev.evaluate(str(tmp_path), 1, cfg, judge_context(cfg, 1), {}, tmp_path / "eval")
+    assert seen == [(role, 1 if stage == "evaluate" else 2, 3)]
