@@ -65,14 +65,16 @@ iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN
 plan: setup  ## what a round would run, where, in how much memory: make plan CONFIG=... [ROUND=n]
 	$(BIN)/python -m pipelines.plan --config $(CONFIG) --round $(ROUND) $(OVERRIDES) $(ARGS)
 
-# Two pytest workers (TEST_WORKERS), each taking whole files, longest first (tests/durations.json): most of a
-# round's wall time is waiting on Ray and process start, so two share 2 cores well. TEST_WORKERS=0: one process.
+# Two pytest workers (TEST_WORKERS), each taking whole files in the order tests/conftest.py gives them
+# (longest first, by tests/durations.json). Two keep both of CI's cores busy; a third only added contention
+# (measured). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: setup  ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
+	$(BIN)/python -m pytest -q tests $(WORKERS) --durations=15
 
 test-durations: setup  ## the whole suite, then record each file's seconds in tests/durations.json (commit it)
-	$(BIN)/python -m pytest -q tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --store-durations
+	$(BIN)/python -m pytest -q tests $(WORKERS) --store-durations
 
 test-fast: setup  ## tests without whole rounds, vLLM or a browser
 	$(BIN)/python -m pytest -q tests -m "not slow and not vllm and not browser"

@@ -39,7 +39,7 @@ import numpy as np
 from judges.pairrm import PREFIXES, PairRMJudge
 from selfplay.arena import DEFAULT_RULES, ArenaRules, oracle_probability
 from selfplay.arena_pairs import LabelledPair, draw_pairs, policy_samples
-from selfplay.artifacts import atomic_dir, build_lock, manifest_key, stable_hash
+from selfplay.artifacts import atomic_dir, build_once, manifest_key, stable_hash
 
 BUILTIN = "builtin:arena/pairrm"
 NEAR_TIE = 0.05   # |p − ½| at or below this is a near-tie, left out of the agreement
@@ -275,10 +275,7 @@ def build_judge_asset(root: Path, spec: PairRMAssetSpec = PairRMAssetSpec(),
         from selfplay.data import DataError
         raise DataError(f"the arena's PairRM judge is missing or stale at {out.absolute()}, and "
                         "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
-    with build_lock(out):
-        if manifest_key(out) != key:   # else another process built it while this one waited
-            _train_judge_asset(root, out, spec, rules, key)
-    return out
+    return build_once(out, key, lambda: _train_judge_asset(root, out, spec, rules, key))
 
 
 def _train_judge_asset(root: Path, out: Path, spec: PairRMAssetSpec, rules: ArenaRules, key: str) -> None:

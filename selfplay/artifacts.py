@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MANIFEST = "manifest.json"
 TIMINGS = "timings.json"    # wall-clock figures beside an artifact: not content, so not hashed
@@ -87,11 +87,23 @@ def manifest_key(final: Path) -> str | None:
         return None
 
 
+def build_once(final: Path, key: str, build: Callable[[], None]) -> Path:
+    """Run `build` (which writes `final` with a manifest holding `key`) unless that manifest is current.
+
+    Under an exclusive lock (a sibling `.<name>.lock`), so that processes which need the same asset at
+    once (two runs on a fresh clone, or test workers) build it once: the others wait, then find the
+    manifest current. The kernel drops the lock when its holder dies."""
+    final = Path(final)
+    if manifest_key(final) == key:
+        return final
+    with build_lock(final):
+        if manifest_key(final) != key:   # else another process built it while this one waited
+            build()
+    return final
+
+
 @contextlib.contextmanager
 def build_lock(final: Path) -> Iterator[None]:
-    """Hold an exclusive lock on building `final` (a sibling `.<name>.lock`), so that processes which
-    need the same asset at once (two runs on a fresh clone, or test workers) build it once: the others
-    wait here, then find its manifest current. The kernel drops the lock when its holder dies."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f".{final.name}.lock", "w") as f:

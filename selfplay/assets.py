@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from selfplay.arena import AUDIENCES, FILLER, STYLES, TEMPLATES, TOPICS, prompt_topic
-from selfplay.artifacts import atomic_dir, build_lock, manifest_key, stable_hash
+from selfplay.artifacts import atomic_dir, build_once, manifest_key, stable_hash
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -200,10 +200,7 @@ def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
         from selfplay.data import DataError
         raise DataError(f"the arena's topical policy is missing or stale at {out.absolute()}, and "
                         "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
-    with build_lock(out):
-        if manifest_key(out) != key:   # else another process built it while this one waited
-            _train_topical(root, out, spec, key)
-    return out
+    return build_once(out, key, lambda: _train_topical(root, out, spec, key))
 
 
 def _train_topical(root: Path, out: Path, spec: TopicalSpec, key: str) -> None:
@@ -244,12 +241,7 @@ def _train_topical(root: Path, out: Path, spec: TopicalSpec, key: str) -> None:
 def build_assets(root: Path, spec: AssetSpec = AssetSpec()) -> Path:
     """Build (or reuse) the assets; returns the directory holding `policy/`, `prompts/{train,eval}`."""
     key = stable_hash(asdict(spec))
-    if manifest_key(root) == key:
-        return root
-    with build_lock(root):
-        if manifest_key(root) != key:   # else another process built it while this one waited
-            _build_arena(Path(root), spec, key)
-    return root
+    return build_once(root, key, lambda: _build_arena(Path(root), spec, key))
 
 
 def _build_arena(root: Path, spec: AssetSpec, key: str) -> None:
