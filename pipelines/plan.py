@@ -211,7 +211,7 @@ def _train_stage(cfg: Config, facts: ModelFacts, gpu: float, n: int) -> StagePla
     t, problem = cfg.train, ""
     try:
         stage_res = trainer_resources(cfg)
-    except ValueError as e:   # selfplay.distributed.dist_spec's refusals (fsdp_offload without a GPU)
+    except ValueError as e:   # selfplay.dist_spec.dist_spec's refusals (fsdp_offload without a GPU)
         stage_res, problem = cfg.resources.trainer, f"train: {e}"
     actors, res = _holders(stage_res, t.workers, cfg.resources.trainer)
     device, refs = _device(res), separate_references(cfg, n)

@@ -163,7 +163,7 @@ def judge_resources(cfg: Config):
 def trainer_resources(cfg: Config):
     """Ray Train workers each take resources.trainer; the stage actor that starts them holds nothing."""
     from selfplay.config import ActorResources
-    from selfplay.distributed import needs_worker_group
+    from selfplay.dist_spec import needs_worker_group
     return ActorResources(num_cpus=0, num_gpus=0) if needs_worker_group(cfg) else cfg.resources.trainer
 
 

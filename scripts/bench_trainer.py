@@ -106,7 +106,8 @@ def run_ours(a, model_dir: str, rows: list[dict], lever: dict) -> dict:
 
     from selfplay import logprobs
     from selfplay.config import Config, LossConfig, ModelConfig, TrainConfig
-    from selfplay.distributed import TrainJob, dist_spec
+    from selfplay.dist_spec import dist_spec
+    from selfplay.distributed import TrainJob
     from selfplay.records import PreferencePair
     from selfplay.trainer import TrainResult
     from selfplay.worker import Worker

@@ -82,7 +82,7 @@ def test_paper_config_training_settings_reach_the_round_plan_and_the_trainer(nam
     file's workers, strategy, LoRA rank/alpha, optimizer, dtype and per-worker GPUs; generation gets its K,
     backend and engines. A setting that the trainer ignored would not show up here."""
     from selfplay.algorithms import get_algorithm
-    from selfplay.distributed import dist_spec
+    from selfplay.dist_spec import dist_spec
     from selfplay.memory import reference_round
     raw = _yaml(name)
     t, m, g = raw["train"], raw["model"], raw["generation"]

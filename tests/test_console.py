@@ -15,10 +15,18 @@ pytestmark = pytest.mark.slow
 STAGES = {"round_0": ("init", "evaluate"), "round_1": ("generate", "judge", "preferences", "train", "evaluate")}
 
 
-def round_1(run_dir, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipelines.round", "--round", "1", "--config", "configs/arena_sppo.yaml",
+def round_1(run_dir, *extra: str, imports: set[str] | None = None) -> subprocess.CompletedProcess:
+    """With `imports`, the driver runs under -X importtime; the modules it imported go there, and their
+    lines are taken out of its stderr."""
+    py = [sys.executable, "-X", "importtime"] if imports is not None else [sys.executable]
+    cmd = [*py, "-m", "pipelines.round", "--round", "1", "--config", "configs/arena_sppo.yaml",
            f"run_dir={run_dir}", "wandb.mode=disabled", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if imports is not None:
+        lines = p.stderr.splitlines(keepends=True)
+        imports.update(ln.rsplit("|", 1)[1].strip() for ln in lines if ln.startswith("import time:"))
+        p.stderr = "".join(ln for ln in lines if not ln.startswith("import time:"))
+    return p
 
 
 def terminal_lines(p: subprocess.CompletedProcess) -> list[str]:
@@ -27,9 +35,23 @@ def terminal_lines(p: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def quiet(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("console") / "run"
-    return run_dir, round_1(run_dir)
+def quiet_run(tmp_path_factory):
+    run_dir, imported = tmp_path_factory.mktemp("console") / "run", set()
+    return run_dir, round_1(run_dir, imports=imported), imported
+
+
+@pytest.fixture
+def quiet(quiet_run):
+    return quiet_run[:2]
+
+
+def test_the_driver_imports_no_ml_library(quiet_run):
+    """The driver only dispatches: torch (about a second to import here, once per round when a helper of
+    the driver pulled it in), transformers and datasets are the stage actors' imports."""
+    _, p, imported = quiet_run
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ray" in imported and "pipelines.round" in imported   # the lines were read
+    assert not imported & {"torch", "transformers", "datasets", "vllm"}, sorted(imported & {"torch", "transformers"})
 
 
 def test_a_round_prints_a_line_per_stage(quiet):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from selfplay.config import ActorResources, Config, ModelConfig, ResourcesConfig, TrainConfig
-from selfplay.distributed import dist_spec, needs_worker_group, train_policy
+from selfplay.dist_spec import dist_spec, needs_worker_group
+from selfplay.distributed import train_policy
 from selfplay.records import PreferencePair
 from selfplay.worker import shard
 

@@ -63,7 +63,8 @@ def test_checkpoint_is_saved_in_the_compute_dtype(tiny_policy, tmp_path):
 
 
 def test_lora_base_frozen_in_compute_dtype_with_fp32_adapters(tiny_policy):
-    from selfplay.distributed import TrainJob, dist_spec
+    from selfplay.dist_spec import dist_spec
+    from selfplay.distributed import TrainJob
     from selfplay.worker import Worker
     cfg = _cfg(tiny_policy, lora_rank=4, lora_alpha=8.0)
     job = TrainJob(tiny_policy, "", pairs(2), {}, cfg, 0, dist_spec(cfg))
