@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu clean
+.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -56,8 +56,16 @@ assets: setup  ## build the arena: tiny policy (and its topic-reading variant), 
 
 # One line per stage on the console; each stage's full output in RUN_DIR/logs/round_<n>/<stage>.log.
 # VERBOSE=1 streams every actor's output (and the libraries' progress bars) instead.
-iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN_DIR=...] [ARGS="k=v ..."] [VERBOSE=1]
-	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS) $(if $(VERBOSE),-v,)
+# Rounds join a local Ray kept between invocations (pipelines/kept_ray.py): Ray's start and end were a third
+# of a default arena round's wall time. It ends after KEEP_RAY seconds unused, or on `make ray-stop`;
+# KEEP_RAY=0 gives each invocation a Ray of its own. With RAY_ADDRESS set, rounds run on that cluster instead.
+KEEP_RAY ?= 600
+iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN_DIR=...] [ARGS="k=v ..."] [VERBOSE=1] [KEEP_RAY=s]
+	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS) $(if $(VERBOSE),-v,) \
+		$(if $(RAY_ADDRESS),,--keep-ray $(KEEP_RAY))
+
+ray-stop:  ## end the local Ray that make iterate keeps between rounds (it also ends after KEEP_RAY s unused)
+	$(BIN)/python -m pipelines.kept_ray stop
 
 # What round ROUND of CONFIG would run, where, and whether it fits the GPUs it assumes
 # (resources.gpu_memory_gb), without loading a model or touching a GPU; exits 2 with the reasons when

@@ -116,8 +116,11 @@ def _release_memory() -> None:
 
 
 @contextmanager
-def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str | Path | None = None) -> Iterator[None]:
-    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else start Ray locally.
+def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str | Path | None = None,
+                keep_s: float = 0) -> Iterator[None]:
+    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else the local Ray kept between
+    invocations when keep_s > 0 (pipelines/kept_ray.py: started if there is none, ended after keep_s
+    seconds unused), else start Ray locally.
 
     A local session is this driver's own and ends with it on every exit path: ray.shutdown here, and a
     watchdog (pipelines/reaper.py) for the paths that skip it (a SIGKILLed driver). With a run_dir, the
@@ -142,17 +145,44 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
         return
     if run_dir is not None:
         end_leftover_sessions(run_dir)
+    if keep_s > 0:
+        with _kept_session(local_cpus(max_cpus_needed), keep_s, quiet):
+            yield
+        return
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
     record = _own_session(tmp, run_dir)   # before ray.init: a kill while Ray starts leaves nothing behind either
     try:
         with _sigint_ignored():   # Ray's daemons share the driver's process group: Ctrl-C is the driver's alone
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(max_cpus_needed + 0.999)),
+            ray.init(address="local", num_cpus=local_cpus(max_cpus_needed),
                      include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
         yield
     finally:
         end_warm_actor()
         ray.shutdown()
         _release(record)
+
+
+def local_cpus(max_cpus_needed: float) -> int:
+    """A local session's CPUs: the machine's, or what the largest actor asks if that is more."""
+    return max(os.cpu_count() or 1, int(max_cpus_needed + 0.999))
+
+
+@contextmanager
+def _kept_session(num_cpus: int, keep_s: float, quiet: dict) -> Iterator[None]:
+    from pipelines import kept_ray
+    address, done = kept_ray.join(num_cpus, keep_s)
+    if done != "joined":   # a Ray that outlives this command: say so, once
+        log.info("Ray: %s a local Ray kept for the next rounds; it ends after %g s unused (make ray-stop: now)",
+                 done, keep_s)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": _worker_env()}, **quiet)
+        yield
+    finally:
+        try:
+            end_warm_actor()
+            ray.shutdown()   # leaves the session: this driver's job ends, its actors with it
+        finally:
+            kept_ray.leave()
 
 
 @dataclass

@@ -202,7 +202,7 @@ def same_round_zero(a: Config, b: Config) -> bool:
 def run_league(entrants: list[tuple[str, Config]], rounds: int, run_dir: str, verbose: bool = False) -> None:
     """Rounds 1..n of every entrant in turn, one Ray session for all."""
     from pipelines.actors import ray_session
-    from pipelines.round import needed_cpus, run_rounds, write_run_config
+    from pipelines.round import needed_cpus, run_rounds, wait_dashboard, write_run_config
 
     first_name, first = entrants[0]
     with ray_session(max(needed_cpus(c) for _, c in entrants), verbose=verbose, run_dir=run_dir):
@@ -213,6 +213,7 @@ def run_league(entrants: list[tuple[str, Config]], rounds: int, run_dir: str, ve
                          name, first_name)
             log.info("league: %s (%d/%d), rounds 1-%d in %s", name, i + 1, len(entrants), rounds, cfg.run_dir)
             run_rounds(cfg, list(range(1, rounds + 1)), verbose=verbose)
+    wait_dashboard()
 
 
 # ------------------------------------------------------------------------------------------- report

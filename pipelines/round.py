@@ -6,10 +6,14 @@ when its manifest matches (same config section, seeds and inputs), so a re-run r
 """
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
 import time
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from functools import cache
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -333,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.round is None:
         ap.error("--round is required (a round number n, or a range a-b)")
+    if not args.keep_ray >= 0:
+        ap.error(f"--keep-ray: seconds >= 0 (0: no kept Ray), got {args.keep_ray}")
+    if args.keep_ray and os.environ.get("RAY_ADDRESS"):
+        ap.error(f"--keep-ray {args.keep_ray:g} keeps a local Ray, but RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
+                 "names a cluster to run on: unset one of them")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from pipelines import round as imported   # under `python -m` this file is __main__, and the checks
     from pipelines.preflight import preflight  # raise the RoundError of the imported copy
@@ -349,18 +358,22 @@ def main(argv: list[str] | None = None) -> int:
     for path in moved:
         log.info("--force: the replaced artifact is kept as %s", path)
     from pipelines.actors import ray_session
+    from pipelines.kept_ray import KeptRayError
     write_run_config(cfg)
     try:
-        with _signals_handled(), ray_session(needed_cpus(cfg), verbose=args.verbose, run_dir=cfg.run_dir):
+        session = ray_session(needed_cpus(cfg), verbose=args.verbose, run_dir=cfg.run_dir, keep_s=args.keep_ray)
+        with _signals_handled(), session:
             _on_signals(_interrupt)   # again: ray.init installs a SIGTERM handler of its own
             run_rounds(cfg, rounds, verbose=args.verbose)
-    except RoundError as e:
+    except (RoundError, KeptRayError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Interrupted) as e:   # Ray's session has ended on the way out
         code = 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
         print(_interrupted_line(), file=sys.stderr)
         return code
+    finally:
+        wait_dashboard()   # the last refresh ran while Ray's session ended
     return 0
 
 
@@ -385,7 +398,6 @@ def _interrupt(signum: int, frame) -> None:
 
 
 def _exit_now(signum: int, frame) -> None:
-    import os
     import sys
     print(_interrupted_line(), file=sys.stderr)
     os._exit(128 + signum)
@@ -427,12 +439,14 @@ def needed_cpus(cfg: Config) -> float:
 
 def run_rounds(cfg: Config, rounds: list[int], verbose: bool = False) -> None:
     """`rounds` of cfg inside the current Ray session, each logged to wandb and followed by a dashboard
-    refresh; stage logs under RUN_DIR/logs unless verbose. The league (pipelines/league.py) calls it per run."""
+    refresh (the last one may still run on return: wait_dashboard()); stage logs under RUN_DIR/logs unless
+    verbose. The league (pipelines/league.py) calls it per run."""
     from pipelines.evaluate import read_metrics   # metrics.json with its timings (stage_seconds, pairs/s)
     from pipelines.submit import check_shared_run_dir
     from pipelines.tracking import log_round
     logs = None if verbose else Path(cfg.run_dir).resolve() / "logs"   # absolute: actors may run elsewhere
     check_shared_run_dir(cfg.run_dir)   # on a cluster, every node must see the run directory
+    _background().submit(_warm_dashboard)   # plotly's imports, while the driver waits on the first stage
     with _stage_settings(stage_settings(cfg, logs)):
         for n in rounds:
             t0 = time.time()
@@ -480,6 +494,10 @@ def _parser():
     ap.add_argument("--config", default="configs/arena_sppo.yaml", help="YAML config (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="run even where a changed config would make a finished "
                     "earlier artifact again (round 0's); the old one is kept beside it as <name>.replaced-<time>")
+    ap.add_argument("--keep-ray", type=float, default=0, metavar="SECONDS", help="join the local Ray kept between "
+                    "invocations, starting it if there is none; it ends after SECONDS unused (`make iterate` passes "
+                    "KEEP_RAY=600; `make ray-stop` ends it now). Default 0: a Ray of this run's own (RAY_ADDRESS: "
+                    "that cluster's)")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream every actor's output and progress bars "
                     "to the console (default: one line per stage, the rest in RUN_DIR/logs/round_<n>/<stage>.log)")
@@ -487,14 +505,48 @@ def _parser():
     return ap
 
 
+_DASHBOARD: Future | None = None   # the last refresh started, in the driver's background thread
+
+
 def _refresh_dashboard(cfg: Config) -> None:
+    """Rebuild RUN_DIR/dashboard.html in a thread of the driver, where it overlaps what the driver only waits
+    on: the next round's stages, or the end of the Ray session. wait_dashboard() waits for it."""
+    global _DASHBOARD
+    wait_dashboard()   # one at a time, and a failed one is not lost
+    _DASHBOARD = _background().submit(_build_dashboard, Path(cfg.run_dir))
+
+
+def wait_dashboard() -> None:
+    """Wait for the refresh in progress; its error, if it failed, is raised here."""
+    global _DASHBOARD
+    pending, _DASHBOARD = _DASHBOARD, None
+    if pending is not None:
+        pending.result()
+
+
+def _build_dashboard(run_dir: Path) -> None:
     try:
         from pipelines.dashboard import build_dashboard
     except ImportError:
         return
-    path = build_dashboard(Path(cfg.run_dir))
-    log.info("dashboard: %s", path)
+    log.info("dashboard: %s", build_dashboard(run_dir))
+
+
+def _warm_dashboard() -> None:
+    with suppress(ImportError):
+        from pipelines.dashboard import warm_up
+        warm_up()
+
+
+@cache
+def _background() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # Everything is written and Ray's session has ended: the interpreter's last collection at exit would walk
+    # every object the libraries made for nothing (0.2 s of a 10 s round here). Not in main(): a test
+    # process that calls it many times must still collect its garbage.
+    gc.freeze()
+    raise SystemExit(code)
