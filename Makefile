@@ -81,6 +81,7 @@ WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile 
 test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q tests $(WORKERS) --durations=15
 
+# Record from a fresh clone (no assets/), as CI runs: the asset builds count in the files that trigger them.
 test-durations: setup  ## the whole suite, then record each file's seconds in tests/durations.json (commit it)
 	$(BIN)/python -m pytest -q tests $(WORKERS) --store-durations
 
