@@ -161,7 +161,13 @@ def test_a_kept_ray_directory_of_another_user_or_open_to_others_is_refused(tmp_p
     assert not (where / "session.json").exists() and not list(where.iterdir())
 
 
-def test_a_negative_keep_ray_is_refused():
-    p = subprocess.run([sys.executable, "-m", "pipelines.round", "--round", "1", "--keep-ray", "-1"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and "--keep-ray: seconds >= 0" in p.stderr, p.stderr
+@pytest.mark.parametrize("keep, env, said", [
+    ("-1", {}, "--keep-ray: seconds >= 0"),
+    ("5", {"RAY_ADDRESS": "127.0.0.1:1"}, "--keep-ray 5 keeps a local Ray, but RAY_ADDRESS=127.0.0.1:1 names a cluster"),
+])
+def test_a_keep_ray_that_cannot_take_effect_is_refused(keep, env, said, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pipelines.round", "--round", "1", "--keep-ray", keep,
+                        f"run_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **env})
+    assert p.returncode == 2 and said in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()   # refused before anything is written
