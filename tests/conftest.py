@@ -33,12 +33,17 @@ def ray_local():
 
 
 def pytest_configure(config):
-    """Under `make test`'s workers, each worker's own torch (the driver, in-process tests, asset builds) gets
-    its share of the cores: two workers with two OpenMP threads each ran a 25 s test in 248 s here."""
+    """Under `make test`'s workers, each worker's torch gets its share of the cores: two workers with two
+    OpenMP threads each ran a 25 s test in 248 s here. That holds for the worker's own torch (the driver,
+    in-process tests, asset builds) and, through OMP_NUM_THREADS (which pipelines/actors.torch_threads
+    honours, as it would a user's), for its stage actors and the drivers it starts: the arena configs give
+    each actor 2 CPUs of the worker's own Ray, and two such actors at once are four threads on two cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1 and os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 
 @pytest.fixture(autouse=True)
