@@ -140,8 +140,9 @@ def _unusable(s: KeptSession | None, num_cpus: int) -> str:
 
 
 def _end(s: KeptSession, where: Path) -> None:
+    """End the session's processes and its watchdog (unless the watchdog is the caller), and forget it."""
     end_processes(s.temp_dir)
-    if alive(s.watchdog_pid, s.watchdog_started):
+    if s.watchdog_pid != os.getpid() and alive(s.watchdog_pid, s.watchdog_started):
         with suppress(OSError):
             os.kill(s.watchdog_pid, signal.SIGTERM)
     (where / "session.json").unlink(missing_ok=True)
@@ -222,8 +223,7 @@ def watch(where: Path) -> None:
         if time.time() - last_busy > s.idle_s:
             with build_lock(where / "session"):
                 if read(where) == s and not _busy(where):   # no driver joined meanwhile
-                    end_processes(s.temp_dir)
-                    (where / "session.json").unlink(missing_ok=True)
+                    _end(s, where)
                     return
 
 
