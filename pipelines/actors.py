@@ -11,6 +11,9 @@ its stage fails or is interrupted, or when a stage asks for other resources.
 An actor holding a GPU is still killed when its stage ends, so on a single GPU generation, judging
 and training take turns and each frees its memory before the next starts.
 
+The warm actor and the wait in progress belong to the driver's Ray session: an `Actors` object, which
+pipelines/ray_session.py yields and the round's stage runner holds.
+
 SELFPLAY_WARM_ACTORS=0 in the driver's environment turns the warm actor off (every stage in a new
 actor, killed after it), for benchmarks that compare the two (scripts/bench_round.py).
 """
@@ -19,19 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import tempfile
 import time
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-# Set before Ray is imported: without it Ray binds every listener to all interfaces.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else in-process Ray writes a token under ~/.ray
-
+import pipelines.ray_env  # noqa: F401  (before ray: loopback only)
 import ray  # noqa: E402
 
 log = logging.getLogger("selfplay")
@@ -115,167 +112,6 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-@contextmanager
-def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str | Path | None = None,
-                keep_s: float = 0) -> Iterator[None]:
-    """Join RAY_ADDRESS (or an already-initialised Ray) if there is one, else the local Ray kept between
-    invocations when keep_s > 0 (pipelines/kept_ray.py: started if there is none, ended after keep_s
-    seconds unused), else start Ray locally.
-
-    A local session is this driver's own and ends with it on every exit path: ray.shutdown here, and a
-    watchdog (pipelines/reaper.py) for the paths that skip it (a SIGKILLed driver). With a run_dir, the
-    session is also recorded under RUN_DIR/.ray_sessions/ so that the next run ends the leftovers of a
-    session whose driver and watchdog were both killed. Clusters (RAY_ADDRESS) are never touched.
-    Unless verbose, Ray neither echoes the workers' output (the stages write it to their logs) nor
-    announces itself."""
-    if ray.is_initialized():
-        try:
-            yield
-        finally:
-            end_warm_actor()   # Ray is not ours to shut down; the warm actor still ends with this session
-        return
-    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
-        try:
-            yield
-        finally:
-            end_warm_actor()
-            ray.shutdown()
-        return
-    if run_dir is not None:
-        end_leftover_sessions(run_dir)
-    if keep_s > 0:
-        with _kept_session(local_cpus(max_cpus_needed), keep_s, quiet):
-            yield
-        return
-    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
-    record = _own_session(tmp, run_dir)   # before ray.init: a kill while Ray starts leaves nothing behind either
-    try:
-        with _sigint_ignored():   # Ray's daemons share the driver's process group: Ctrl-C is the driver's alone
-            ray.init(address="local", num_cpus=local_cpus(max_cpus_needed),
-                     include_dashboard=False, _temp_dir=tmp, runtime_env={"env_vars": _worker_env()}, **quiet)
-        yield
-    finally:
-        end_warm_actor()
-        ray.shutdown()
-        _release(record)
-
-
-def local_cpus(max_cpus_needed: float) -> int:
-    """A local session's CPUs: the machine's, or what the largest actor asks if that is more."""
-    return max(os.cpu_count() or 1, int(max_cpus_needed + 0.999))
-
-
-@contextmanager
-def _kept_session(num_cpus: int, keep_s: float, quiet: dict) -> Iterator[None]:
-    from pipelines import kept_ray
-    address, done = kept_ray.join(num_cpus, keep_s)
-    if done != "joined":   # a Ray that outlives this command: say so, once
-        log.info("Ray: %s a local Ray kept for the next rounds; it ends after %g s unused (make ray-stop: now)",
-                 done, keep_s)
-    try:
-        ray.init(address=address, runtime_env={"env_vars": _worker_env()}, **quiet)
-        yield
-    finally:
-        try:
-            end_warm_actor()
-            ray.shutdown()   # leaves the session: this driver's job ends, its actors with it
-        finally:
-            kept_ray.leave()
-
-
-@dataclass
-class SessionRecord:
-    """A local Ray session: its driver (pid and start time, as pids are reused), its temp dir (which
-    names every process of it, see pipelines/reaper.py) and its watchdog."""
-    driver_pid: int
-    driver_started: int | None
-    temp_dir: str
-    host: str
-    reaper_pid: int = 0
-    path: str = ""     # where this record is kept (not written into it)
-
-
-SESSIONS = ".ray_sessions"   # under RUN_DIR
-
-
-def end_leftover_sessions(run_dir: str | Path) -> list[int]:
-    """End the processes of recorded local sessions of this host whose driver is gone; the pids ended."""
-    from pipelines.reaper import alive, end_processes
-    ended = []
-    for f in sorted((Path(run_dir) / SESSIONS).glob("*.json")):
-        try:
-            r = SessionRecord(**json.loads(f.read_text()))
-        except (OSError, ValueError, TypeError):
-            f.unlink(missing_ok=True)   # unreadable: written by a run killed mid-write
-            continue
-        if r.host != platform.node() or alive(r.driver_pid, r.driver_started):
-            continue   # another machine's, or a driver still running: not ours to end
-        pids = end_processes(r.temp_dir)
-        if pids:
-            log.warning("ended %d leftover Ray processes of a run killed earlier (driver pid %d, Ray temp dir %s)",
-                        len(pids), r.driver_pid, r.temp_dir)
-        ended += pids
-        f.unlink(missing_ok=True)
-    return ended
-
-
-def _own_session(temp_dir: str, run_dir: str | Path | None) -> SessionRecord:
-    """Start the watchdog and record the session (under run_dir, when there is one)."""
-    import subprocess
-    import sys
-
-    from pipelines.reaper import start_time
-    me = os.getpid()
-    record = SessionRecord(me, start_time(me), temp_dir, platform.node())
-    if Path("/proc/self/stat").exists():   # the watchdog reads /proc: Linux only
-        reaper = subprocess.Popen([sys.executable, "-m", "pipelines.reaper", str(me), str(record.driver_started),
-                                   temp_dir], start_new_session=True, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  cwd=str(Path(__file__).resolve().parents[1]))
-        record.reaper_pid = reaper.pid
-    if run_dir is not None:
-        f = Path(run_dir) / SESSIONS / f"{me}.json"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps({k: v for k, v in asdict(record).items() if k != "path"}))
-        record.path = str(f)
-    return record
-
-
-def _release(record: SessionRecord) -> None:
-    """After ray.shutdown: the watchdog sweeps what shutdown left (and exits), the record goes."""
-    import signal
-    if record.reaper_pid:
-        with suppress(OSError):
-            os.kill(record.reaper_pid, signal.SIGTERM)
-    if record.path:
-        Path(record.path).unlink(missing_ok=True)
-
-
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored while Ray starts its daemons, which inherit that across exec: a terminal's Ctrl-C
-    (sent to the whole foreground process group) then reaches the driver, which shuts Ray down in order,
-    and not the GCS and raylet under it."""
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def _worker_env() -> dict[str, str]:
-    keep = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "SELFPLAY_ASSETS",
-            "TOKENIZERS_PARALLELISM", "VLLM_CACHE_ROOT", "LD_PRELOAD", "WANDB_MODE")
-    return {k: os.environ[k] for k in keep if k in os.environ}
-
-
 class Unschedulable(RuntimeError):
     """An actor asks for more than the whole cluster has: it would wait forever."""
 
@@ -302,28 +138,6 @@ def torch_threads(resources) -> int:
     user exported wins, as it does for the actor's environment."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     return int(env) if env.isdigit() and int(env) > 0 else max(1, int(resources.num_cpus))
-
-
-def run_in_actor(role: str, resources, fn: Callable, *args, log_file: str | None = None, stall_s: float = 0,
-                 on_stall: Callable[[float], None] | None = None, **kwargs) -> tuple[Any, dict]:
-    """Run `fn` in a `role` actor with `resources` (ActorResources): the warm actor where it fits (see the
-    module docstring), else a new one, killed after the stage.
-    `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v).
-    on_stall(seconds) is called when the stage's logs have not grown for stall_s seconds (0: never),
-    and again after each further stall_s without progress."""
-    check_fits(role, resources)
-    actor, warm = _checkout(actor_options(resources))
-    try:
-        result = _wait(actor.run.remote(fn, args, kwargs, log_file, torch_threads(resources)), log_file, stall_s,
-                       on_stall)
-    except BaseException:
-        # Died: the stage's retry needs a new actor. Interrupted: a half-run stage must not run on in a warm
-        # actor. Failed: what the failure left in the process is not worth keeping; the round stops anyway.
-        _end(actor)
-        raise
-    if not warm:
-        _end(actor)
-    return result
 
 
 def actor_options(resources) -> dict:
@@ -355,29 +169,122 @@ class _Warm:
     session: str
 
 
-_WARM: _Warm | None = None
+class Actors:
+    """The stage actors of one driver's Ray session: the warm actor (at most one), and the stage wait in
+    progress, which a signal handler asks to stop (stop_waiting). A class because both are state that lives
+    as long as the session and is shared by the driver's stages and its signal handler."""
+
+    def __init__(self) -> None:
+        self.warm: _Warm | None = None
+        self._waiting = False
+        self._stop: BaseException | None = None
+
+    def run_in_actor(self, role: str, resources, fn: Callable, *args, log_file: str | None = None,
+                     stall_s: float = 0, on_stall: Callable[[float], None] | None = None, **kwargs) -> tuple[Any, dict]:
+        """Run `fn` in a `role` actor with `resources` (ActorResources): the warm actor where it fits (see the
+        module docstring), else a new one, killed after the stage.
+        `log_file`: where the actor's output goes (None: Ray's own worker logs, streamed under -v).
+        on_stall(seconds) is called when the stage's logs have not grown for stall_s seconds (0: never),
+        and again after each further stall_s without progress."""
+        check_fits(role, resources)
+        actor, warm = self._checkout(actor_options(resources))
+        try:
+            result = self._wait(actor.run.remote(fn, args, kwargs, log_file, torch_threads(resources)), log_file,
+                                stall_s, on_stall)
+        except BaseException:
+            # Died: the stage's retry needs a new actor. Interrupted: a half-run stage must not run on in a warm
+            # actor. Failed: what the failure left in the process is not worth keeping; the round stops anyway.
+            self._end(actor)
+            raise
+        if not warm:
+            self._end(actor)
+        return result
+
+    def _checkout(self, opts: dict) -> tuple[Any, bool]:
+        """(an actor started with `opts`, whether it is the warm one, to be kept after its stage).
+
+        At most one actor is warm, whatever its shape: an idle one holds its cores and memory, which the next
+        stage, or the actors that stage starts (engines, judge actors, Ray Train workers), may need; on a machine
+        where they do, that stage would wait forever. Only the driver keeps one: a warm actor started by a stage
+        would outlive that stage, inside an actor that itself may stay warm."""
+        in_driver = ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
+        key = pool_key(opts) if in_driver else None
+        session = _session()
+        if self.warm is not None and self.warm.session != session:
+            self.warm = None   # its Ray session (or this driver's connection to it) has ended, and the actor with it
+        if self.warm is not None and (self.warm.key != key or not self._alive(self.warm.actor)):
+            self.end_warm()
+        if key is None:
+            return _start(opts), False
+        if self.warm is None:
+            self.warm = _Warm(_start(opts), key, session)
+        return self.warm.actor, True
+
+    def _alive(self, actor) -> bool:
+        """Whether an idle warm actor still answers: one killed between stages (the OOM killer) is replaced before
+        the stage starts, instead of failing the stage and spending one of its retries."""
+        from ray.exceptions import RayActorError
+        try:   # through _wait, so that a signal meanwhile is raised outside Ray's C code
+            self._wait(actor.__ray_ready__.remote(), None, 0, None)
+            return True
+        except RayActorError:
+            return False
+
+    def _end(self, actor) -> None:
+        """Kill a stage's actor; the warm one is forgotten first, so no later stage is given it."""
+        if self.warm is not None and self.warm.actor is actor:
+            self.warm = None
+        ray.kill(actor)
+
+    def end_warm(self) -> None:
+        """Kill the warm actor, if there is one (the session does on every exit path, before Ray shuts down)."""
+        warm, self.warm = self.warm, None
+        if warm is not None and ray.is_initialized():
+            with suppress(Exception):   # already dead, or a session that has ended: nothing left to kill
+                ray.kill(warm.actor)
+
+    # A signal handler that raises while the driver is inside Ray's C code (ray.wait) gets its exception
+    # turned into a SystemError there; so the round's handler hands the exception to stop_waiting, and the
+    # wait loop below raises it from Python at its next poll.
+
+    def stop_waiting(self, exc: BaseException) -> bool:
+        """From a signal handler: True when a stage wait is in progress and will raise `exc` within POLL_S
+        (the handler must then return normally); False when the handler may raise it itself."""
+        if self._waiting:
+            self._stop = exc
+        return self._waiting
+
+    def _wait(self, ref, log_file: str | None, stall_s: float, on_stall: Callable[[float], None] | None):
+        """ray.get(ref), polling: for an interrupt (stop_waiting) and, with stall_s > 0, for progress in the
+        stage's logs."""
+        watch = stall_s > 0 and on_stall is not None and log_file is not None
+        seen, since = (_logged_bytes(log_file) if watch else 0), time.monotonic()
+        self._waiting = True
+        try:
+            while not ray.wait([ref], timeout=POLL_S)[0]:
+                self._raise_stop()
+                if not watch:
+                    continue
+                now, size = time.monotonic(), _logged_bytes(log_file)
+                if size != seen:
+                    seen, since = size, now
+                elif now - since >= stall_s:
+                    on_stall(now - since)
+                    since = now
+        finally:
+            self._waiting = False
+        # A signal handled during the last poll, as the stage finished, still stops the run (a stage of a warm
+        # actor can be that short); from here on the handler raises it itself.
+        self._raise_stop()
+        return ray.get(ref)
+
+    def _raise_stop(self) -> None:
+        if self._stop is not None:
+            exc, self._stop = self._stop, None
+            raise exc
 
 
-def _checkout(opts: dict) -> tuple[Any, bool]:
-    """(an actor started with `opts`, whether it is the warm one, to be kept after its stage).
-
-    At most one actor is warm, whatever its shape: an idle one holds its cores and memory, which the next
-    stage, or the actors that stage starts (engines, judge actors, Ray Train workers), may need; on a machine
-    where they do, that stage would wait forever. Only the driver keeps one: a warm actor started by a stage
-    would outlive that stage, inside an actor that itself may stay warm."""
-    global _WARM
-    in_driver = ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
-    key = pool_key(opts) if in_driver else None
-    session = _session()
-    if _WARM is not None and _WARM.session != session:
-        _WARM = None   # its Ray session (or this driver's connection to it) has ended, and the actor with it
-    if _WARM is not None and (_WARM.key != key or not _alive(_WARM.actor)):
-        end_warm_actor()
-    if key is None:
-        return _start(opts), False
-    if _WARM is None:
-        _WARM = _Warm(_start(opts), key, session)
-    return _WARM.actor, True
+POLL_S = 0.5
 
 
 def _start(opts: dict):
@@ -387,84 +294,6 @@ def _start(opts: dict):
 def _session() -> str:
     ctx = ray.get_runtime_context()
     return f"{ctx.get_session_name()}/{ctx.get_job_id()}"
-
-
-def _alive(actor) -> bool:
-    """Whether an idle warm actor still answers: one killed between stages (the OOM killer) is replaced before
-    the stage starts, instead of failing the stage and spending one of its retries."""
-    from ray.exceptions import RayActorError
-    try:   # through _wait, so that a signal meanwhile is raised outside Ray's C code
-        _wait(actor.__ray_ready__.remote(), None, 0, None)
-        return True
-    except RayActorError:
-        return False
-
-
-def _end(actor) -> None:
-    """Kill a stage's actor; the warm one is forgotten first, so no later stage is given it."""
-    global _WARM
-    if _WARM is not None and _WARM.actor is actor:
-        _WARM = None
-    ray.kill(actor)
-
-
-def end_warm_actor() -> None:
-    """Kill the warm actor, if there is one (ray_session does on every exit path, before Ray shuts down)."""
-    global _WARM
-    warm, _WARM = _WARM, None
-    if warm is not None and ray.is_initialized():
-        with suppress(Exception):   # already dead, or a session that has ended: nothing left to kill
-            ray.kill(warm.actor)
-
-
-# A signal handler that raises while the driver is inside Ray's C code (ray.wait) gets its exception
-# turned into a SystemError there; so the round's handler hands the exception to stop_waiting, and the
-# wait loop below raises it from Python at its next poll.
-_WAITING = False
-_STOP: BaseException | None = None
-_POLL_S = 0.5
-
-
-def stop_waiting(exc: BaseException) -> bool:
-    """From a signal handler: True when a stage wait is in progress and will raise `exc` within _POLL_S
-    (the handler must then return normally); False when the handler may raise it itself."""
-    global _STOP
-    if _WAITING:
-        _STOP = exc
-    return _WAITING
-
-
-def _wait(ref, log_file: str | None, stall_s: float, on_stall: Callable[[float], None] | None):
-    """ray.get(ref), polling: for an interrupt (stop_waiting) and, with stall_s > 0, for progress in the
-    stage's logs."""
-    global _WAITING, _STOP
-    watch = stall_s > 0 and on_stall is not None and log_file is not None
-    seen, since = (_logged_bytes(log_file) if watch else 0), time.monotonic()
-    _WAITING = True
-    try:
-        while not ray.wait([ref], timeout=_POLL_S)[0]:
-            _raise_stop()
-            if not watch:
-                continue
-            now, size = time.monotonic(), _logged_bytes(log_file)
-            if size != seen:
-                seen, since = size, now
-            elif now - since >= stall_s:
-                on_stall(now - since)
-                since = now
-    finally:
-        _WAITING = False
-    # A signal handled during the last poll, as the stage finished, still stops the run (a stage of a warm
-    # actor can be that short); from here on the handler raises it itself.
-    _raise_stop()
-    return ray.get(ref)
-
-
-def _raise_stop() -> None:
-    global _STOP
-    if _STOP is not None:
-        exc, _STOP = _STOP, None
-        raise exc
 
 
 def _logged_bytes(log_file: str) -> int:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.layout import round_paths
-from pipelines.stages import _load, generate, group_generations
+from pipelines.stages import generate, group_generations, run_here
 from selfplay.artifacts import TIMINGS
 from selfplay.config import Config
 
@@ -24,32 +23,32 @@ def eval_judge_resources(cfg: Config):
     return cfg.resources.judge if cfg.generation.num_engines > 1 else cfg.resources.generation
 
 
-def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
-    """Round n's eval samples against every earlier round's, with one eval judge (eval_judge:) loaded once."""
+def versus_all(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> dict:
+    """Round n's eval samples against every earlier round's (`earlier`: the eval dirs of rounds 0..n-1), with
+    one eval judge (eval_judge:) loaded once."""
     from judges.registry import build_judge
     judge = build_judge(cfg.eval_judge.name, cfg.eval_judge, ctx)
     try:
-        return {f"round_{k}": compare_rounds(new_dir, round_paths(run_dir, k).eval_generations, judge, cfg)
-                for k in range(n)}
+        return {f"round_{k}": compare_rounds(new_dir, Path(d) / "generations", judge, cfg) for k, d in enumerate(earlier)}
     finally:
         if hasattr(judge, "close"):
             judge.close()
 
 
-def eval_judging(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> tuple[dict, dict | None]:
+def eval_judging(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> tuple[dict, dict | None]:
     """(win rates against every earlier round by the eval judge, the training judge's gap to the truth)."""
-    return versus_all(run_dir, n, new_dir, cfg, ctx), training_judge_gap(run_dir, n, new_dir, cfg, ctx)
+    return versus_all(earlier, new_dir, cfg, ctx), training_judge_gap(earlier, new_dir, cfg, ctx)
 
 
-def training_judge_gap(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict | None:
+def training_judge_gap(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> dict | None:
     """On the arena, when the round trains with a judge other than the oracle that evaluates it: that judge's
     win rate vs the initial policy next to the oracle's on the same pairs (pipelines/judge_gap.py)."""
     from pipelines.judge_gap import judge_vs_oracle
     from selfplay.config import uses_arena
 
-    if cfg.judge.name == "oracle" or cfg.eval_judge.name != "oracle" or not uses_arena(cfg):
-        return None
-    return judge_vs_oracle(run_dir, n, new_dir, cfg, ctx)
+    if not earlier or cfg.judge.name == "oracle" or cfg.eval_judge.name != "oracle" or not uses_arena(cfg):
+        return None   # round 0 has nothing to compare with
+    return judge_vs_oracle(Path(earlier[0]) / "generations", new_dir, cfg, ctx)
 
 
 def compare_rounds(new_dir: Path, old_dir: Path, judge, cfg: Config) -> dict:
@@ -75,32 +74,57 @@ def compare_rounds(new_dir: Path, old_dir: Path, judge, cfg: Config) -> dict:
     return summary
 
 
-def evaluate(run_dir: str, n: int, cfg: Config, ctx, round_info: dict, out: Path) -> dict:
-    """Write out/generations, out/versus.json, out/alpaca_eval.json and out/metrics.json."""
+def evaluate(policy: Path, earlier: list[Path], cfg: Config, n: int, ctx, info: dict, out: Path, *,
+             fan_out=run_here) -> dict:
+    """Round n's evaluate stage: out/generations (the eval samples of `policy`), out/versus.json (win rates
+    against the rounds whose eval dirs are `earlier`, rounds 0..n-1), out/alpaca_eval.json and out/metrics.json
+    (with `info`, the round's other stages' diagnostics: round_info)."""
     import time
     t0 = time.time()
-    rp = round_paths(run_dir, n)
-    gen_info = generate(str(rp.policy), cfg, n, out / "generations", eval_set=True)
+    gen_info = generate(str(policy), cfg, n, out / "generations", eval_set=True, fan_out=fan_out)
     from judges.registry import planned_device
     res = eval_judge_resources(cfg)   # the eval judge computes where it runs, not where the judge stage ran
-    args = (run_dir, n, out / "generations", cfg, replace(ctx, device=planned_device(res)))
+    args = (earlier, out / "generations", cfg, replace(ctx, device=planned_device(res)))
     if cfg.generation.num_engines > 1:
         # This stage's actor only coordinated the engines and holds no device: judge in a judge actor.
-        from pipelines.actors import map_in_actors
-        [(versus, gap)] = map_in_actors("judge", res, eval_judging, [args], retries=cfg.resources.stage_retries)
+        [(versus, gap)] = fan_out("judge", res, eval_judging, [args])
     else:
         versus, gap = eval_judging(*args)
-    round_info = {**round_info, **({"judge_vs_oracle": gap} if gap else {})}
+    info = {**info, **({"judge_vs_oracle": gap} if gap else {})}
     versus_content, versus_timings = split_timings(versus)
     (out / "versus.json").write_text(json.dumps(versus_content, indent=1))
     export_alpaca_eval(out / "generations", cfg, n, out)
-    round_info = {**round_info, "stage_seconds": {**round_info.get("stage_seconds", {}),
-                                                  "evaluate": round(time.time() - t0, 2)}}
-    metrics, timings = split_timings(assemble_metrics(run_dir, n, cfg, versus, gen_info, round_info, out))
+    info = {**info, "stage_seconds": {**info.get("stage_seconds", {}), "evaluate": round(time.time() - t0, 2)}}
+    metrics, timings = split_timings(assemble_metrics(earlier, n, cfg, versus, gen_info, info, out))
     (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
     (out / TIMINGS).write_text(json.dumps(finite_json({"metrics": timings, "versus": versus_timings}), indent=1))
     return {"winrate_vs_initial": metrics["winrate_vs_initial"]["mean"],
             "winrate_vs_previous": metrics["winrate_vs_previous"]["mean"]}
+
+
+def eval_generations(policy: str, cfg: Config, round_: int, out: Path, *, fan_out=run_here) -> dict:
+    """Round 0's evaluate stage: only the initial policy's eval samples, which every round compares against,
+    and their AlpacaEval export (the starting policy's entry). On the arena, its metrics.json holds the
+    initial policy's exploitability, style mix and mean quality (no win rates: nothing came before it)."""
+    info = generate(policy, cfg, round_, out / "generations", eval_set=True, fan_out=fan_out)
+    export_alpaca_eval(out / "generations", cfg, round_, out)
+    arena = arena_metrics(out / "generations", cfg)
+    if arena:
+        metrics = {"round": round_, "algorithm": cfg.algorithm, **arena}
+        (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
+    return info
+
+
+def round_info(stages: dict[str, Path]) -> dict:
+    """What metrics.json keeps of the round's other stages, from their manifests (`stages`: their dirs by
+    stage name): the training loss and curve, the judge's diagnostics, and every stage's seconds."""
+    from selfplay.artifacts import read_manifest
+    done = {name: read_manifest(d) for name, d in stages.items()}
+    train, judged = done["train"].extra, done["judge"].extra
+    return {"train_loss": train.get("train_loss"), "loss_curve": train.get("loss_curve", []),
+            # sorted, so a judge stage that ran and one read back from its manifest give the same metrics.json
+            "judge": {k: v for k, v in sorted(judged.items()) if not k.startswith("peak")},
+            "stage_seconds": {name: m.seconds for name, m in done.items()}}
 
 
 # Wall-clock figures (stage times, judge and generation throughput) differ between two identical runs, so
@@ -177,22 +201,24 @@ def export_alpaca_eval(generations: Path, cfg: Config, n: int, out: Path) -> Non
     (out / "alpaca_eval_decoding.json").write_text(json.dumps(decoding, indent=1))
 
 
-def winrate_matrix(run_dir: str, n: int, versus_now: dict) -> np.ndarray:
-    """W[i, j] = win rate of round i's policy against round j's, from each round's versus.json."""
+def winrate_matrix(earlier: list[Path], versus_now: dict) -> np.ndarray:
+    """W[i, j] = win rate of round i's policy against round j's, from each round's versus.json (rounds 0..n-1
+    in `earlier`, round n's in `versus_now`)."""
+    n = len(earlier)
     w = np.full((n + 1, n + 1), 0.5)
     for i in range(1, n + 1):
-        vs = versus_now if i == n else json.loads((round_paths(run_dir, i).eval / "versus.json").read_text())
+        vs = versus_now if i == n else json.loads((Path(earlier[i]) / "versus.json").read_text())
         for j in range(i):
             w[i, j] = vs[f"round_{j}"]["mean"]
             w[j, i] = 1.0 - w[i, j]
     return w
 
 
-def assemble_metrics(run_dir: str, n: int, cfg: Config, versus: dict, gen_info: dict, round_info: dict,
+def assemble_metrics(earlier: list[Path], n: int, cfg: Config, versus: dict, gen_info: dict, round_info: dict,
                      out: Path) -> dict:
     from pipelines import stats as st
 
-    w = winrate_matrix(run_dir, n, versus)
+    w = winrate_matrix(earlier, versus)
     names = [f"round_{i}" for i in range(n + 1)]
     ratings = st.bradley_terry(w, games=max(versus["round_0"]["n"], 1))
     samples = [{"prompt": p, "response": rs[0]["response"], "policy": f"round_{n}"}

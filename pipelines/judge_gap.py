@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.layout import round_paths
 from pipelines.stages import group_generations
 from selfplay.config import Config
 
@@ -34,17 +33,16 @@ class JudgeGap:
     agreement: float            # share of pairs with |P_oracle − ½| > NEAR_TIE where both are on the same side of ½
 
 
-def judge_vs_oracle(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict | None:
-    """Round n's eval samples (in `new_dir`) against round 0's, by the training judge and by the oracle.
+def judge_vs_oracle(baseline: Path, new_dir: Path, cfg: Config, ctx) -> dict | None:
+    """Round n's eval samples (in `new_dir`) against round 0's (`baseline`: its eval generations), by the
+    training judge and by the oracle.
 
-    None for round 0 (nothing to compare) and when a prompt is not an arena prompt (no oracle there).
-    `ctx` is the evaluate stage's judge context (device, the config's arena rules for the oracle)."""
+    None when a prompt is not an arena prompt (no oracle there). `ctx` is the evaluate stage's judge context
+    (device, the config's arena rules for the oracle)."""
     from pipelines import stats as st
     from selfplay.arena import prompt_topic
 
-    if n == BASELINE:
-        return None
-    prompts, new, old = paired_samples(Path(new_dir), round_paths(run_dir, BASELINE).eval_generations)
+    prompts, new, old = paired_samples(Path(new_dir), Path(baseline))
     if not prompts or any(prompt_topic(p) is None for p in prompts):
         return None
     shape = [len(a) * len(b) for a, b in zip(new, old)]

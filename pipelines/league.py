@@ -8,7 +8,7 @@ through the round driver's own run_rounds, all in one Ray session; a re-run resu
 (finished stages skip by manifest).
 
 Round 0 depends only on the initial policy, the sampling and the eval settings (its stages' config parts,
-pipelines.round.round_zero_parts, name no algorithm), so the first entrant generates it and every entrant
+pipelines.graph.round_parts(c, 0), name no algorithm), so the first entrant generates it and every entrant
 whose parts are equal gets a copy, manifests included, which the round driver then skips as finished; an
 entrant whose parts differ (an SFT start, other eval settings) makes its own. A copied round 0 is a byte
 copy: its model card and metrics.json name the entrant that generated it.
@@ -124,7 +124,7 @@ def load_entrants(names: list[str], rounds: int, run_dir: str, args: list[str], 
     """Every entrant's resolved config, checked as the round driver checks an invocation (pipelines/preflight.py),
     or LeagueError naming the first problem, before Ray starts or anything is written."""
     from pipelines.preflight import preflight
-    from pipelines.round import RoundError
+    from pipelines.graph import RoundError
     from selfplay.config import ConfigError, load_config, uses_arena
 
     known = known_entrants()
@@ -180,11 +180,11 @@ def share_round_zero(source: Config, cfg: Config) -> bool:
     """Copy source's complete round 0 into cfg's run dir when cfg has none yet and would make the same one
     (equal config parts for every round-0 stage): atomically, hidden caches and temp dirs left out. The round
     driver then finds its manifests' keys matching. Returns whether a copy was made."""
-    from pipelines.round import round_zero_parts
+    from pipelines.graph import round_parts
     src, dst = round_paths(source.run_dir, 0), round_paths(cfg.run_dir, 0)
     if dst.root.exists() or read_manifest(src.eval) is None:
         return False
-    if round_zero_parts(asdict(source)) != round_zero_parts(asdict(cfg)):
+    if round_parts(asdict(source), 0) != round_parts(asdict(cfg), 0):
         return False
     tmp = dst.root.with_name(f".{dst.root.name}.copy")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -201,19 +201,20 @@ def same_round_zero(a: Config, b: Config) -> bool:
 
 def run_league(entrants: list[tuple[str, Config]], rounds: int, run_dir: str, verbose: bool = False) -> None:
     """Rounds 1..n of every entrant in turn, one Ray session for all."""
-    from pipelines.actors import ray_session
-    from pipelines.round import needed_cpus, run_rounds, wait_dashboard, write_run_config
+    from pipelines.round import needed_cpus, round_session, run_rounds, write_run_config
+    from pipelines.runner import StageSettings
 
     first_name, first = entrants[0]
-    with ray_session(max(needed_cpus(c) for _, c in entrants), verbose=verbose, run_dir=run_dir):
+    cpus = max(needed_cpus(c) for _, c in entrants)
+    with round_session(first, verbose, 0, max_cpus=cpus, run_dir=run_dir) as (runner, dashboard):
         for i, (name, cfg) in enumerate(entrants):
             write_run_config(cfg)
             if i > 0 and share_round_zero(first, cfg):
                 log.info("league: round 0 of %s copied from %s (same initial policy, sampling and eval settings)",
                          name, first_name)
             log.info("league: %s (%d/%d), rounds 1-%d in %s", name, i + 1, len(entrants), rounds, cfg.run_dir)
-            run_rounds(cfg, list(range(1, rounds + 1)), verbose=verbose)
-    wait_dashboard()
+            runner.settings = StageSettings.of(cfg, None if verbose else Path(cfg.run_dir).resolve() / "logs")
+            run_rounds(cfg, list(range(1, rounds + 1)), runner, dashboard)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -297,7 +298,8 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.round import RoundError
+    from pipelines.graph import RoundError
+    from pipelines.round import Interrupted
     from selfplay.artifacts import ArtifactError
 
     args = _parser().parse_intermixed_args(argv)
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     except RoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:   # Ray's session has ended on the way out; every stage is atomic
+    except (KeyboardInterrupt, Interrupted):   # Ray's session has ended on the way out; every stage is atomic
         print("interrupted; finished stages are kept — re-run the same command to resume", file=sys.stderr)
         return 130
     league = league_report(entrants, args.rounds)

@@ -65,28 +65,55 @@ class Plan:
 # ---------------------------------------------------------------- building the plan
 
 def build_plan(cfg: Config, n: int, config: str = "") -> Plan:
-    """Round n of `cfg` as stage records; nothing is loaded (the arena's tiny assets may be built, not its
-    topic-reading policy: see architecture_source)."""
+    """Round n of `cfg` as stage records, one per stage pipelines/graph.py declares for the invocation (round 1
+    also makes round 0), plus the eval judge inside each evaluate; nothing is loaded (the arena's tiny assets
+    may be built, not its topic-reading policy: see architecture_source)."""
+    from pipelines.graph import invocation
     from selfplay.data import architecture_source
     from selfplay.memory import model_facts
 
     facts = model_facts(architecture_source(cfg.model.policy), cfg.model)
     gpu = cfg.resources.gpu_memory_gb * GIB
-    stages = []
-    if n == 1:   # round 1 also makes round 0: the initial policy and its eval samples
-        stages += [_init_stage(cfg)]
-        if cfg.init.sft_data:   # the SFT stage trains like a round's train stage: same trainer, same memory
-            import dataclasses
-            sft = _train_stage(cfg, facts, gpu, 1)
-            stages.append(dataclasses.replace(sft, stage="sft", references=(),
-                                              prompts=f"{cfg.init.sft_data} ×{cfg.init.epochs} epochs, lr {cfg.init.lr:g}"))
-        stages.append(_generation_stage("eval r0", cfg, facts, gpu, _eval_prompts(cfg)))
-    prompts, data_problem = _train_prompts(cfg, n)
-    gen = _generation_stage("generate", cfg, facts, gpu, prompts)
-    stages += [gen if not data_problem else _with_problem(gen, data_problem),
-               _judge_stage(cfg, facts, gpu), _preferences_stage(cfg, n), _train_stage(cfg, facts, gpu, n),
-               _generation_stage("evaluate", cfg, facts, gpu, _eval_prompts(cfg)), _eval_judge_stage(cfg, facts, gpu, n)]
-    return Plan(config, n, cfg, facts, gpu, stages, _footer(cfg, facts, n), [s.problem for s in stages if s.problem])
+    planned = []
+    for stage in invocation(cfg, n):
+        planned += _PLANNERS[stage.name](stage, cfg, facts, gpu)
+    return Plan(config, n, cfg, facts, gpu, planned, _footer(cfg, facts, n), [s.problem for s in planned if s.problem])
+
+
+def _plan_init(stage, cfg: Config, facts: ModelFacts, gpu: float) -> list[StagePlan]:
+    return [_init_stage(cfg)]
+
+
+def _plan_sft(stage, cfg: Config, facts: ModelFacts, gpu: float) -> list[StagePlan]:
+    # the SFT stage trains like a round's train stage: same trainer, same memory
+    import dataclasses
+    sft = _train_stage(stage, cfg, facts, gpu, 1)
+    return [dataclasses.replace(sft, stage="sft", references=(),
+                                prompts=f"{cfg.init.sft_data} ×{cfg.init.epochs} epochs, lr {cfg.init.lr:g}")]
+
+
+def _plan_generate(stage, cfg: Config, facts: ModelFacts, gpu: float) -> list[StagePlan]:
+    prompts, data_problem = _train_prompts(cfg, stage.round)
+    gen = _generation_stage("generate", stage, cfg, facts, gpu, prompts)
+    return [gen if not data_problem else _with_problem(gen, data_problem)]
+
+
+def _plan_judge(stage, cfg: Config, facts: ModelFacts, gpu: float) -> list[StagePlan]:
+    actors, res = _holders(stage)
+    return [_with_judge(StagePlan("judge", stage.role, actors, res, _device(res)), cfg, "judge", facts, gpu)]
+
+
+def _plan_evaluate(stage, cfg: Config, facts: ModelFacts, gpu: float) -> list[StagePlan]:
+    if stage.round == 0:
+        return [_generation_stage("eval r0", stage, cfg, facts, gpu, _eval_prompts(cfg))]
+    return [_generation_stage("evaluate", stage, cfg, facts, gpu, _eval_prompts(cfg)),
+            _eval_judge_stage(cfg, facts, gpu, stage.round)]
+
+
+_PLANNERS = {"init": _plan_init, "sft": _plan_sft, "generate": _plan_generate, "judge": _plan_judge,
+             "preferences": lambda stage, cfg, facts, gpu: [_preferences_stage(stage, cfg)],
+             "train": lambda stage, cfg, facts, gpu: [_train_stage(stage, cfg, facts, gpu, stage.round)],
+             "evaluate": _plan_evaluate}   # every stage pipelines/graph.py declares (tests/test_plan.py checks)
 
 
 def _with_problem(s: StagePlan, problem: str) -> StagePlan:
@@ -99,10 +126,10 @@ def _device(res: ActorResources) -> str:
     return device_for(res, gpu_count=ANY_GPUS)
 
 
-def _holders(stage: ActorResources, count: int, each: ActorResources) -> tuple[int, ActorResources]:
-    """Who holds the devices: the stage's own actor, or `count` actors of `each` when the driver gave the
-    stage actor nothing because it only coordinates them (pipelines.round's *_resources)."""
-    return (count, each) if stage is not each else (1, stage)
+def _holders(stage) -> tuple[int, ActorResources]:
+    """Who holds the devices: the stage's own actor, or the actors it fans out over (its own then only
+    coordinates them and holds nothing)."""
+    return (stage.fan.count, stage.fan.each) if stage.fan else (1, stage.resources)
 
 
 def _short(dtype: str) -> str:
@@ -139,12 +166,11 @@ def _train_prompts(cfg: Config, n: int) -> tuple[str, str]:
     return f"{src} (source {i}/{len(d.train_prompts)}, first {per}) ×{cfg.generation.k}", ""
 
 
-def _generation_stage(name: str, cfg: Config, facts: ModelFacts, gpu: float, prompts: str) -> StagePlan:
+def _generation_stage(name: str, stage, cfg: Config, facts: ModelFacts, gpu: float, prompts: str) -> StagePlan:
     """generate, and the sampling half of evaluate: num_engines engines, or the stage actor itself."""
-    from pipelines.round import generation_resources
     from selfplay.memory import MemoryBudgetError, check_generation, generation_limit, generation_weights
     g = cfg.generation
-    actors, res = _holders(generation_resources(cfg), g.num_engines, cfg.resources.generation)
+    actors, res = _holders(stage)
     device, problem = _device(res), ""
     if device == "cuda":
         try:
@@ -156,14 +182,8 @@ def _generation_stage(name: str, cfg: Config, facts: ModelFacts, gpu: float, pro
                        f"engine; set resources.generation.num_gpus={g.tensor_parallel_size}")
     limit = generation_limit(cfg, gpu) if device == "cuda" else None
     tp = f" tp{g.tensor_parallel_size}" if g.backend != "hf" and g.tensor_parallel_size > 1 else ""
-    return StagePlan(name, "generation", actors, res, device, f"{_short(cfg.model.dtype)} {g.backend}{tp}",
+    return StagePlan(name, stage.role, actors, res, device, f"{_short(cfg.model.dtype)} {g.backend}{tp}",
                      Memory(generation_weights(facts, cfg), limit), prompts=prompts, problem=problem)
-
-
-def _judge_stage(cfg: Config, facts: ModelFacts, gpu: float) -> StagePlan:
-    from pipelines.round import judge_resources
-    actors, res = _holders(judge_resources(cfg), cfg.judge.num_actors, cfg.resources.judge)
-    return _with_judge(StagePlan("judge", "judge", actors, res, _device(res)), cfg, "judge", facts, gpu)
 
 
 def _eval_judge_stage(cfg: Config, facts: ModelFacts, gpu: float, n: int) -> StagePlan:
@@ -199,21 +219,15 @@ def _with_judge(s: StagePlan, cfg: Config, where: str, facts: ModelFacts, gpu: f
                                judge=f"{j.name}: {b.model}{size}{unknown}")
 
 
-def _preferences_stage(cfg: Config, n: int) -> StagePlan:
-    res = cfg.resources.judge   # pipelines.round runs the pair rule in a judge actor; it loads no model
-    return StagePlan("preferences", "judge", 1, res, _device(res), memory=Memory(0.0),
-                     prompts=f"{cfg.algorithm} pair rule")
+def _preferences_stage(stage, cfg: Config) -> StagePlan:
+    return StagePlan("preferences", stage.role, 1, stage.resources, _device(stage.resources), memory=Memory(0.0),
+                     prompts=f"{cfg.algorithm} pair rule")   # it loads no model
 
 
-def _train_stage(cfg: Config, facts: ModelFacts, gpu: float, n: int) -> StagePlan:
-    from pipelines.round import trainer_resources
+def _train_stage(stage, cfg: Config, facts: ModelFacts, gpu: float, n: int) -> StagePlan:
     from selfplay.memory import TRAINER_SHARE, MemoryBudgetError, check_trainer, separate_references, trainer_budget
     t, problem = cfg.train, ""
-    try:
-        stage_res = trainer_resources(cfg)
-    except ValueError as e:   # selfplay.dist_spec.dist_spec's refusals (fsdp_offload without a GPU)
-        stage_res, problem = cfg.resources.trainer, f"train: {e}"
-    actors, res = _holders(stage_res, t.workers, cfg.resources.trainer)
+    actors, res = _holders(stage)
     device, refs = _device(res), separate_references(cfg, n)
     b = trainer_budget(facts, cfg)
     if device == "cuda" and facts.parameters is None:

@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines.graph import RoundError, Stage, check_previous, round_parts, stages
 from pipelines.layout import round_paths
-from pipelines.round import (RoundError, StageSpec, check_previous, round_zero_parts, round_zero_stages,
-                             stage_key)
 from selfplay.artifacts import MANIFEST, ArtifactError, read_manifest, verify_artifact
 from selfplay.config import Config, to_dict
 
@@ -95,8 +94,7 @@ def verify_earlier_rounds(cfg: Config, first: int, invocation: list[str]) -> Non
 # same check refuses rounds > 1 of a config that is not this run dir's, and a changed algorithm.
 
 def check_history(cfg: Config, rounds: list[int], force: bool) -> list[Path]:
-    specs = round_zero_stages(cfg)
-    changed = rewritten_stages(specs)
+    changed = rewritten_stages(stages(cfg, 0))
     old = previous_config(cfg)
     algo = old.get("algorithm") if old else None
     other_algo = rounds[0] > 1 and algo not in (None, cfg.algorithm)
@@ -115,11 +113,11 @@ def check_history(cfg: Config, rounds: list[int], force: bool) -> list[Path]:
     return moved
 
 
-def rewritten_stages(specs: list[StageSpec], round_: int = 0) -> list[StageSpec]:
+def rewritten_stages(specs: list[Stage]) -> list[Stage]:
     """The finished stages among `specs` (in order) that this config would make again: their key changes,
     or an input they use is itself made again. An unfinished input is not counted: remade with the same
     settings, it gives the same content."""
-    changed: list[StageSpec] = []
+    changed: list[Stage] = []
     for s in specs:
         done = read_manifest(s.out)
         if done is None:
@@ -130,7 +128,7 @@ def rewritten_stages(specs: list[StageSpec], round_: int = 0) -> list[StageSpec]
         inputs = {k: read_manifest(p) for k, p in s.inputs.items()}
         if any(m is None for m in inputs.values()):
             continue
-        if stage_key(s.name, round_, s.part, {k: m.output_hash for k, m in inputs.items()}) != done.key:
+        if s.key({k: m.output_hash for k, m in inputs.items()}) != done.key:
             changed.append(s)
     return changed
 
@@ -152,7 +150,7 @@ def changed_keys(cfg: Config, old: dict | None, stages: list[str]) -> list[str]:
         return []
     new = json.loads(json.dumps(to_dict(cfg)))
     was, now = _flat(old), _flat(new)
-    base = round_zero_parts(new)
+    base = round_parts(new, 0)
     out = []
     for key in sorted(k for k in now if k in was and was[k] != now[k]):
         trial = copy.deepcopy(new)
@@ -161,7 +159,7 @@ def changed_keys(cfg: Config, old: dict | None, stages: list[str]) -> list[str]:
         for p in path:
             node = node[p]
         node[last] = was[key]
-        parts = round_zero_parts(trial)
+        parts = round_parts(trial, 0)
         if any(parts.get(name) != base.get(name) for name in stages):
             out.append(f"{key}: {was[key]!r} → {now[key]!r}")
     return out
@@ -177,7 +175,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _refusal(cfg: Config, rounds: list[int], changed: list[StageSpec], old: dict | None, algo: str | None) -> str:
+def _refusal(cfg: Config, rounds: list[int], changed: list[Stage], old: dict | None, algo: str | None) -> str:
     run = Path(cfg.run_dir)
     keys = changed_keys(cfg, old, [s.name for s in changed])
     if algo:

@@ -1,9 +1,11 @@
 """What each stage does, as plain functions of (input paths, config, output dir).
 
-They run inside Ray actors (pipelines/actors.py) and import no Ray (except to fan generation
-out over several engines), so tests can call them directly. Each reads its inputs from the run directory and writes its `datasets` file or
-checkpoint into `out` (a temp dir that the driver renames into place); it returns a small
-dict of diagnostics for the manifest.
+pipelines/graph.py declares which stage runs which of them, on which inputs. They run inside Ray actors
+and import no Ray: a stage that fans its work out over several actors (generation engines, judge actors)
+is handed the driver's way of doing that as `fan_out(role, resources, fn, calls) -> results`, and by
+default (a test calling it directly) runs every shard in its own process. Each reads its inputs and
+writes its `datasets` file or checkpoint into `out` (a temp dir that the driver renames into place); it
+returns a small dict of diagnostics for the manifest.
 """
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ import numpy as np
 
 from selfplay.artifacts import seed_for  # noqa: F401  (stages and their callers seed with it)
 from selfplay.config import Config
+
+
+def run_here(role: str, resources, fn, calls: list[tuple]) -> list:
+    """The default fan_out: every shard in this process, in order."""
+    return [fn(*args) for args in calls]
 
 
 def _save(rows: list[dict], out: Path) -> None:
@@ -50,7 +57,7 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
     return {"source": source, "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False) -> dict:
+def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False, fan_out=run_here) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
     from selfplay.data import load_prompts, round_prompts
     from selfplay.generation import Request, SamplingSpec, sample_checkpoint
@@ -70,10 +77,9 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
     requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
     t0 = time.time()
     if g.num_engines > 1 and len(requests) > 1:
-        from pipelines.actors import map_in_actors  # Ray only when fanning out over engines
         shards = split_evenly(requests, g.num_engines)
-        results = map_in_actors("generation", cfg.resources.generation, sample_checkpoint,
-                                [(policy, cfg, shard, spec) for shard in shards], retries=cfg.resources.stage_retries)
+        results = fan_out("generation", cfg.resources.generation, sample_checkpoint,
+                          [(policy, cfg, shard, spec) for shard in shards])
         completions = [c for part, _ in results for c in part]
         load_s = max(s for _, s in results)
     else:
@@ -111,7 +117,7 @@ def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
     return [(pid, rs[0]["prompt"], sorted(rs, key=lambda r: r["sample_idx"])) for pid, rs in by.items()]
 
 
-def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
+def judge(generations: Path, cfg: Config, ctx, out: Path, *, fan_out=run_here) -> dict:
     """Per prompt, the comparisons the algorithm reads (its Comparisons: the full K×K matrix, INPO's bracket,
     EGPO's pairs against y″, none for DNO's scores) as probabilities in a K×K matrix, NaN where not asked;
     judge.num_actors shard the prompts. The manifest's judge_queries counts the ordered queries asked.
@@ -121,11 +127,9 @@ def judge(generations: Path, cfg: Config, ctx, out: Path) -> dict:
 
     groups = with_teacher(group_generations(generations), cfg.data)
     if cfg.judge.num_actors > 1:   # this actor only coordinates (it holds no device): always fan out
-        from pipelines.actors import map_in_actors  # Ray only when fanning out over judge actors
         t0 = time.time()
-        parts = map_in_actors("judge", cfg.resources.judge, judge_groups,
-                              [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)],
-                              retries=cfg.resources.stage_retries)
+        parts = fan_out("judge", cfg.resources.judge, judge_groups,
+                        [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)])
         judged, summary = merge_judge_parts(parts, time.time() - t0)
     else:
         judged, stats, diag = judge_groups(groups, cfg, ctx)
@@ -284,20 +288,4 @@ def sft(base: str, cfg: Config, out: Path) -> dict:
     write_generation_config(out, cfg)
     write_model_card(out, cfg, 0, parent=base, training=info,
                      origin=f"SFT of {cfg.model.policy} on init.sft_data = {cfg.init.sft_data}")
-    return info
-
-
-def eval_generations(policy: str, cfg: Config, round_: int, out: Path) -> dict:
-    """Round 0's eval stage: only the initial policy's eval samples, which every round compares against,
-    and their AlpacaEval export (the starting policy's entry). On the arena, its metrics.json holds the
-    initial policy's exploitability, style mix and mean quality (no win rates: nothing came before it)."""
-    import json
-
-    from pipelines.evaluate import arena_metrics, export_alpaca_eval, finite_json   # here: evaluate imports us
-    info = generate(policy, cfg, round_, out / "generations", eval_set=True)
-    export_alpaca_eval(out / "generations", cfg, round_, out)
-    arena = arena_metrics(out / "generations", cfg)
-    if arena:
-        metrics = {"round": round_, "algorithm": cfg.algorithm, **arena}
-        (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
     return info

@@ -36,7 +36,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines.round import RoundError, parse_rounds
+from pipelines.graph import RoundError, parse_rounds
 
 REPO = Path(__file__).resolve().parent.parent
 # Uploaded with the job: code and configs only. Ray also honours .gitignore; these hold either way.

@@ -12,7 +12,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,15 +43,6 @@ def pytest_configure(config):
         share = max(1, (os.cpu_count() or 1) // workers)
         torch.set_num_threads(share)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))
-
-
-@pytest.fixture(autouse=True)
-def _no_warm_actor_outlives_its_test():
-    """A stage run in this process (the driver) keeps its actor warm for the next stage, holding a core of
-    the session's Ray; a later test that needs both cores (two Ray Train workers) would wait forever."""
-    yield
-    if "pipelines.actors" in sys.modules:
-        sys.modules["pipelines.actors"].end_warm_actor()
 
 
 def pytest_addoption(parser):

@@ -20,11 +20,11 @@ TINY = ["data.prompts_per_round=8", "data.eval_limit=8", "generation.k=2", "gene
         "train.epochs=1", "wandb.mode=offline"]
 SECRETS = {"OPENAI_API_KEY": "sk-fake-9f3a1c7e5b2d4f60a8c1", "HF_TOKEN": "hf_fakeQ7w2Z9x4C1v8B3n6M5k0",
            "WANDB_API_KEY": "fakewandb0123456789abcdef0123456789abcdef"}
-# The driver's own Ray start-up (pipelines.actors.ray_session), with a Ray directory the test names: a
+# The driver's own Ray start-up (pipelines.ray_session.ray_session), with a Ray directory the test names: a
 # driver that finds Ray initialised uses it.
 DRIVER = """
 import sys
-from pipelines.actors import _worker_env   # first: it sets Ray's environment (loopback, no auth token) before ray loads
+from pipelines.ray_session import _worker_env   # first: it sets Ray's environment (loopback) before ray loads
 import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[1],
          runtime_env={"env_vars": _worker_env()}, log_to_driver=False)

@@ -38,7 +38,7 @@ def test_run_in_actor_passes_the_thread_count(ray_local, monkeypatch):
     OMP_NUM_THREADS=1, hence 1 torch thread); torch gets the 2 threads asked for, from StageActor._run."""
     import torch
 
-    from pipelines.actors import run_in_actor
+    from pipelines.actors import Actors
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    threads, mem = run_in_actor("trainer", ActorResources(num_cpus=1), torch.get_num_threads)
+    threads, mem = Actors().run_in_actor("trainer", ActorResources(num_cpus=1), torch.get_num_threads)
     assert threads == 2 and mem["peak_rss_mb"] > 0

@@ -134,14 +134,14 @@ def test_alpaca_eval_generator_names_are_per_run(tmp_path):
 
 
 def test_round_zero_eval_stage_exports_alpaca_eval(tmp_path):
-    from pipelines import stages
+    from pipelines.evaluate import eval_generations
     from selfplay.data import resolve_builtin
 
     run = tmp_path / "arena_run"
     cfg = Config(run_dir=str(run), data=DataConfig(eval_limit=3),
                  generation=GenerationConfig(max_new_tokens=6), eval=EvalConfig(samples_per_prompt=1))
     out = run / "round_0" / "eval"
-    stages.eval_generations(resolve_builtin("builtin:arena"), cfg, 0, out)
+    eval_generations(resolve_builtin("builtin:arena"), cfg, 0, out)
     rows = json.loads((out / "alpaca_eval.json").read_text())
     assert len(rows) == 3 and {r["generator"] for r in rows} == {"arena_run/round_0"}
     assert json.loads((out / "alpaca_eval_decoding.json").read_text())["round"] == 0

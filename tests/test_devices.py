@@ -3,6 +3,7 @@ in was given a GPU, decided by selfplay.devices.device_for. No GPU is needed: th
 process "see" one and keep every model on the CPU while recording where it was sent."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -55,7 +56,7 @@ def tiny_pairrm(tmp_path_factory):
 
 def driver_context(num_gpus: float, policy: str = ""):
     """The context the round driver builds for a config with resources.judge.num_gpus = num_gpus."""
-    from pipelines.round import judge_context
+    from pipelines.graph import judge_context
     ctx = judge_context(load_config(None, [f"resources.judge.num_gpus={num_gpus}"]), 1)
     return replace(ctx, policy=policy, previous_policy=policy, reference_policy=policy)
 
@@ -144,18 +145,17 @@ def test_eval_judge_device_is_that_of_its_actor(tmp_path, monkeypatch, engines, 
 
     seen = []
 
-    def versus_all(run_dir, n, new_dir, cfg, ctx):
+    def versus_all(earlier, new_dir, cfg, ctx):
         seen.append(ctx.device)
         raise _Stop
 
     monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
     monkeypatch.setattr(ev, "versus_all", versus_all)
-    monkeypatch.setattr(pipelines.actors, "map_in_actors", lambda role, res, fn, calls, **kw: [fn(*c) for c in calls])
     cfg = load_config(None, [f"run_dir={tmp_path}", "resources.generation.num_gpus=1",
                              "resources.judge.num_gpus=0", f"generation.num_engines={engines}"])
-    from pipelines.round import judge_context
+    from pipelines.graph import judge_context
     with pytest.raises(_Stop):
-        ev.evaluate(str(tmp_path), 1, cfg, judge_context(cfg, 1), {}, tmp_path / "eval")
+        ev.evaluate(tmp_path / "policy", [tmp_path / "eval0"], cfg, 1, judge_context(cfg, 1), {}, tmp_path / "eval")
     assert seen == [expected]
 
 
@@ -167,10 +167,14 @@ def test_eval_judge_device_is_that_of_its_actor(tmp_path, monkeypatch, engines, 
 def test_every_fanned_out_stage_gives_its_shards_resources_stage_retries(tmp_path, monkeypatch, arena_policy,
                                                                         stage, role):
     """map_in_actors reruns a dead shard `retries` times (tests/test_kill_resume.py); here, each stage that
-    fans out passes the config's resources.stage_retries as that bound, not map_in_actors' default."""
+    fans out gets, through the stage runner, the config's resources.stage_retries as that bound, not
+    map_in_actors' default. The stage is the one pipelines/graph.py declares, run by pipelines/runner.py,
+    whose actor here is this process."""
     import pipelines.actors
     import pipelines.evaluate as ev
     import pipelines.stages as st
+    from pipelines.graph import RoundError, stages
+    from pipelines.runner import StageRunner, StageSettings
 
     seen = []
 
@@ -178,18 +182,22 @@ def test_every_fanned_out_stage_gives_its_shards_resources_stage_retries(tmp_pat
         seen.append((role, len(calls), retries))
         raise _Stop
 
+    class HereActors:   # the stage's actor is this process
+        def run_in_actor(self, role, resources, fn, *args, **kwargs):
+            return fn(*args), {}
+
     monkeypatch.setattr(pipelines.actors, "map_in_actors", map_in_actors)
     cfg = load_config(None, [f"run_dir={tmp_path}", "resources.stage_retries=3", "generation.num_engines=2",
                              "judge.num_actors=2"])
-    from pipelines.round import judge_context
-    with pytest.raises(_Stop):
-        if stage == "generate":
-            st.generate(arena_policy, cfg, 1, tmp_path / "gen")
-        elif stage == "judge":
-            groups = [(f"p{i}", "Describe the forest.", [{"response": "pine"}, {"response": "wave"}]) for i in range(4)]
-            monkeypatch.setattr(st, "group_generations", lambda path: groups)
-            st.judge(tmp_path / "gen", cfg, judge_context(cfg, 1), tmp_path / "judged")
-        else:
-            monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
-            ev.evaluate(str(tmp_path), 1, cfg, judge_context(cfg, 1), {}, tmp_path / "eval")
+    declared = {s.name: s for s in stages(cfg, 1)}[stage]
+    if stage == "judge":
+        groups = [(f"p{i}", "Describe the forest.", [{"response": "pine"}, {"response": "wave"}]) for i in range(4)]
+        monkeypatch.setattr(st, "group_generations", lambda path: groups)
+    if stage == "evaluate":
+        monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
+    monkeypatch.setattr("pipelines.runner.verified_input", lambda path: "hash")   # no earlier artifacts here
+    monkeypatch.setattr("pipelines.evaluate.round_info", lambda dirs: {})
+    shutil.copytree(arena_policy, tmp_path / "round_0" / "policy")   # generate reads round 0's policy
+    with pytest.raises(RoundError, match=f"round 1 stage {stage} failed: _Stop"):
+        StageRunner(HereActors(), StageSettings.of(cfg, None)).run(declared, cfg)
     assert seen == [(role, 1 if stage == "evaluate" else 2, 3)]

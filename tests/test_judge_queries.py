@@ -291,16 +291,16 @@ def test_dno_asks_the_oracle_for_scores_only(tmp_path):
 
 
 def test_judge_stage_key_names_the_comparisons_except_the_full_matrix():
-    from pipelines.round import judge_part
+    from pipelines.graph import judge_part
     sppo = load_config("configs/arena_sppo.yaml")
-    parts = {a: judge_part(cfg, asdict(cfg)) for a in ("sppo", "dpo", "apo", "inpo")
+    parts = {a: judge_part(asdict(cfg)) for a in ("sppo", "dpo", "apo", "inpo")
              for cfg in [load_config("configs/arena_sppo.yaml", [f"algorithm={a}"])]}
     assert parts["inpo"]["comparisons"] == "inpo_bracket"
     assert parts["sppo"] == parts["dpo"] == parts["apo"] == {"seed": sppo.seed, "judge": asdict(sppo.judge),
                                                              "arena": asdict(sppo.arena)}
     assert parts["inpo"] != parts["sppo"]        # switching sppo -> inpo judges again, and back
     egpo_cfg = load_config("configs/arena_egpo.yaml")
-    assert judge_part(egpo_cfg, asdict(egpo_cfg))["comparisons"] == "egpo_opponent"
+    assert judge_part(asdict(egpo_cfg))["comparisons"] == "egpo_opponent"
 
 
 def test_the_algorithm_registry_imports_no_torch():

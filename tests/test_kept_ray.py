@@ -101,7 +101,7 @@ def test_an_unused_kept_ray_ends_after_its_idle_time(kept):
 DRIVER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from pipelines.actors import ray_session
+    from pipelines.ray_session import ray_session
     import ray
 
     @ray.remote(num_cpus=1)

@@ -268,20 +268,42 @@ def _die_once(marker: str, out: Path) -> dict:
 
 @pytest.fixture
 def by_value(ray_local):
-    """The stage functions above travel to the actors by value (the workers cannot import this test module)."""
+    """The stage functions above travel to the actors by value (the workers cannot import this test module).
+    Yields the stage actors of the test's session, whose warm actor ends with the test."""
     import ray.cloudpickle
+
+    from pipelines.actors import Actors
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
+    actors = Actors()
+    yield actors
+    actors.end_warm()
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+def _stage(name: str, out: Path, role: str, resources, fn, *args):
+    """A stage declared as pipelines/graph.py declares them, whose work is fn(*args, out=<its temp dir>)."""
+    import functools
+
+    from pipelines.graph import Stage
+    return Stage(name, 1, role, out, {}, {}, resources, functools.partial(_work, fn, args))
+
+
+def _work(fn, args: tuple, job) -> dict:
+    return fn(*args, out=job.out)
+
+
+def _runner(actors, settings=None):
+    from pipelines.runner import StageRunner, StageSettings
+    return StageRunner(actors, settings or StageSettings())
+
+
 def test_an_unschedulable_request_fails_at_once(by_value, tmp_path):
-    from pipelines import round as rd
-    from selfplay.config import ActorResources
+    from pipelines.graph import RoundError
+    from selfplay.config import ActorResources, Config
     t0 = time.monotonic()
-    with pytest.raises(rd.RoundError) as e:
-        rd.run_stage("generate", tmp_path / "out", {}, {}, "generation", ActorResources(num_cpus=1, num_gpus=1),
-                     _sleep_quietly, 0, round_=1)
+    with pytest.raises(RoundError) as e:
+        _runner(by_value).run(_stage("generate", tmp_path / "out", "generation", ActorResources(num_cpus=1, num_gpus=1),
+                             _sleep_quietly, 0), Config())
     assert time.monotonic() - t0 < 10
     assert "resources.generation.num_gpus=1 asks for 1 GPU, but the Ray cluster has 0" in str(e.value)
     assert not list(tmp_path.glob(".out.tmp-*")) and not (tmp_path / "out").exists()
@@ -290,11 +312,12 @@ def test_an_unschedulable_request_fails_at_once(by_value, tmp_path):
 @pytest.mark.parametrize("stall_s", [1.0, 0.0])
 def test_the_stall_report_takes_effect(by_value, tmp_path, caplog, stall_s):
     """resources.stall_report_s from the config: a stage silent for longer is reported with its log's tail; 0 is off."""
-    from pipelines import round as rd
+    from pipelines.runner import StageSettings
     from selfplay.config import load_config
     cfg = load_config("configs/arena_sppo.yaml", [f"resources.stall_report_s={stall_s}", f"run_dir={tmp_path}"])
-    with caplog.at_level(logging.WARNING, logger="selfplay"), rd._stage_settings(rd.stage_settings(cfg, tmp_path / "logs")):
-        rd.run_stage("judge", tmp_path / "out", {}, {}, "judge", cfg.resources.judge, _sleep_quietly, 3.5, round_=1)
+    runner = _runner(by_value, StageSettings.of(cfg, tmp_path / "logs"))
+    with caplog.at_level(logging.WARNING, logger="selfplay"):
+        runner.run(_stage("judge", tmp_path / "out", "judge", cfg.resources.judge, _sleep_quietly, 3.5), cfg)
     reports = [r.getMessage() for r in caplog.records if "no progress" in r.getMessage()]
     if stall_s:
         # before the actor starts, the report says so; once it has, the log's tail (its header line) comes along
@@ -306,18 +329,19 @@ def test_the_stall_report_takes_effect(by_value, tmp_path, caplog, stall_s):
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_stage_retries_takes_effect(by_value, tmp_path, retries):
-    from pipelines import round as rd
+    from pipelines.graph import RoundError
+    from pipelines.runner import StageSettings
     from selfplay.config import load_config
     cfg = load_config("configs/arena_sppo.yaml", [f"resources.stage_retries={retries}", f"run_dir={tmp_path}"])
     marker = str(tmp_path / "died-once")
-    with rd._stage_settings(rd.stage_settings(cfg, None)):
-        if retries:
-            rd.run_stage("train", tmp_path / "out", {}, {}, "trainer", cfg.resources.trainer, _die_once, marker, round_=1)
-            assert (tmp_path / "out" / "done.txt").exists()
-        else:
-            with pytest.raises(rd.RoundError, match="stage train failed: its Ray actor died in each of 1 attempt"):
-                rd.run_stage("train", tmp_path / "out", {}, {}, "trainer", cfg.resources.trainer, _die_once, marker,
-                             round_=1)
+    runner, stage = _runner(by_value, StageSettings.of(cfg, None)), _stage("train", tmp_path / "out", "trainer",
+                                                                 cfg.resources.trainer, _die_once, marker)
+    if retries:
+        runner.run(stage, cfg)
+        assert (tmp_path / "out" / "done.txt").exists()
+    else:
+        with pytest.raises(RoundError, match="stage train failed: its Ray actor died in each of 1 attempt"):
+            runner.run(stage, cfg)
     assert Path(marker).exists() and not list(tmp_path.glob(".out.*"))
 
 

@@ -180,6 +180,7 @@ def _eval_dir(path: Path, rows: list[tuple[str, str, list[str]]]) -> Path:
 
 def test_judge_vs_oracle_on_hand_built_eval_dirs(small, tmp_path):
     from judges.registry import JudgeContext
+    from pipelines.evaluate import training_judge_gap
     from pipelines.judge_gap import judge_vs_oracle
     from pipelines.layout import round_paths
     from selfplay.config import load_config
@@ -191,7 +192,7 @@ def test_judge_vs_oracle_on_hand_built_eval_dirs(small, tmp_path):
     _eval_dir(round_paths(tmp_path, 0).eval_generations, old)
     new_dir = _eval_dir(tmp_path / "new", new)
     cfg = load_config("configs/arena_sppo_pairrm.yaml", [f"judge.model={small / 'hf'}"])
-    gap = judge_vs_oracle(str(tmp_path), 2, new_dir, cfg, JudgeContext())
+    gap = judge_vs_oracle(round_paths(tmp_path, 0).eval_generations, new_dir, cfg, JudgeContext())
 
     pairs = [(x, a, b) for (_, x, rs), (_, _, os_) in zip(new, old) for a in rs for b in os_]
     assert gap["n_pairs"] == len(pairs) == 3 * 2 + 2 * 2
@@ -210,11 +211,12 @@ def test_judge_vs_oracle_on_hand_built_eval_dirs(small, tmp_path):
     lo, hi = gap["oracle_ci"]
     assert lo <= gap["oracle_winrate"] <= hi
 
-    assert judge_vs_oracle(str(tmp_path), 0, new_dir, cfg, JudgeContext()) is None       # round 0: nothing
+    assert training_judge_gap([], new_dir, cfg, JudgeContext()) is None                 # round 0: nothing
     _eval_dir(tmp_path / "chat", [("o", "Hello there", ["hi"])])
     shutil.rmtree(round_paths(tmp_path, 0).eval_generations)
     _eval_dir(round_paths(tmp_path, 0).eval_generations, [("o", "Hello there", ["hey"])])
-    assert judge_vs_oracle(str(tmp_path), 1, tmp_path / "chat", cfg, JudgeContext()) is None  # no arena prompt
+    assert judge_vs_oracle(round_paths(tmp_path, 0).eval_generations, tmp_path / "chat", cfg,
+                           JudgeContext()) is None  # no arena prompt
 
 
 # ---------------------------------------------------------------- the real asset

@@ -172,7 +172,7 @@ def test_the_eval_judge_is_built_from_eval_judge(tiny, tmp_path, monkeypatch):
                         lambda name, cfg, ctx: built.append(real(name, cfg, ctx)) or built[-1])
     cfg = load_config(None, ["judge.name=pairrm", "judge.aggregation=sppo", "eval_judge.name=pairrm",
                              "eval_judge.aggregation=pairwise", f"eval_judge.model={tiny['hf']}"])
-    assert versus_all(str(tmp_path), 0, tmp_path, cfg, JudgeContext()) == {}   # round 0: nothing to compare
+    assert versus_all([], tmp_path, cfg, JudgeContext()) == {}   # round 0: nothing to compare
     (j,) = built
     assert isinstance(j, PairRMJudge) and j.aggregation == "pairwise"
 

@@ -88,13 +88,14 @@ def test_api_judge_and_references_per_round():
 
 
 def test_reference_rounds_match_the_round_driver():
+    from pipelines.graph import references
     from pipelines.layout import round_paths
-    from pipelines.round import reference_paths
     from selfplay.memory import reference_round
-    cfg = load_config(SPPO)
     for n in (1, 2, 5):
-        paths = reference_paths(cfg, n, ("previous", "initial", "previous2"))
-        assert all(p == round_paths(cfg.run_dir, reference_round(k, n)).policy for k, p in paths.items())
+        for config in (SPPO, "configs/paper/inpo_llama3_8b.yaml", "configs/paper/apo_mistral7b.yaml"):
+            cfg = load_config(config)
+            paths = references(cfg, n)   # every reference kind: previous (sppo), initial (inpo), previous2 (apo)
+            assert all(p == round_paths(cfg.run_dir, reference_round(k, n)).policy for k, p in paths.items())
 
 
 def test_a_7b_full_finetune_on_one_gpu_is_refused(capsys):

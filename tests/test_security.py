@@ -17,7 +17,7 @@ from fixtures_round import ROOT, SECRETS, finished_round
 LISTENERS = """
 import json, os, sys, ray
 sys.path.insert(0, "tests")
-from pipelines.actors import ray_session
+from pipelines.ray_session import ray_session
 from test_security import listening_sockets
 with ray_session(1):
     ray.get(ray.remote(lambda: os.getpid()).remote())

@@ -49,7 +49,7 @@ def test_sft_fits_the_demonstrations(tiny_policy, tmp_path):
 
 
 def test_round_one_compares_the_sft_model_with_the_base(tmp_path):
-    from pipelines.round import judge_context
+    from pipelines.graph import judge_context
     cfg = load_config("configs/arena_cream.yaml", [f"run_dir={tmp_path}"])
     ctx = judge_context(cfg, 1)
     assert Path(ctx.policy) == tmp_path / "round_0/policy"                 # M1

@@ -42,16 +42,16 @@ def _sleep(seconds: float) -> int:
 
 @pytest.fixture
 def actors(ray_local, monkeypatch):
-    """pipelines.actors with the functions above sent by value (the workers cannot import this module) and
-    no warm actor before or after the test."""
+    """A session's stage actors (pipelines.actors.Actors), with the functions above sent by value (the workers
+    cannot import this module) and no warm actor after the test."""
     import ray.cloudpickle
 
-    from pipelines import actors as a
-    monkeypatch.delenv(a.WARM_ACTORS, raising=False)
+    from pipelines.actors import WARM_ACTORS, Actors
+    monkeypatch.delenv(WARM_ACTORS, raising=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    a.end_warm_actor()
-    yield a
-    a.end_warm_actor()
+    pool = Actors()
+    yield pool
+    pool.end_warm()
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
@@ -83,10 +83,11 @@ def test_another_shape_replaces_the_warm_actor(actors):
 
 
 def test_switched_off_every_stage_has_its_own_process(actors, monkeypatch):
-    monkeypatch.setenv(actors.WARM_ACTORS, "0")
+    from pipelines.actors import WARM_ACTORS
+    monkeypatch.setenv(WARM_ACTORS, "0")
     (first, _), (second, _) = (actors.run_in_actor("judge", CPU, _pid) for _ in range(2))
     assert first != second
-    assert actors._WARM is None
+    assert actors.warm is None
 
 
 def test_a_killed_warm_actor_is_replaced(actors):
@@ -101,7 +102,7 @@ def test_an_actor_dying_in_its_stage_is_not_reused(actors):
     pid, _ = actors.run_in_actor("judge", CPU, _pid)
     with pytest.raises(RayActorError):
         actors.run_in_actor("judge", CPU, os.kill, pid, signal.SIGKILL)
-    assert actors._WARM is None
+    assert actors.warm is None
     assert actors.run_in_actor("judge", CPU, _pid)[0] != pid
 
 
@@ -111,7 +112,7 @@ def test_an_interrupted_stage_kills_its_actor(actors):
     threading.Thread(target=_interrupt_the_wait, args=(actors,), daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         actors.run_in_actor("judge", CPU, _sleep, 60)
-    assert actors._WARM is None
+    assert actors.warm is None
     deadline = time.monotonic() + 20
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -153,10 +154,11 @@ def test_stage_output_lands_in_its_own_log(actors, tmp_path):
 
 
 def test_the_session_ends_the_warm_actor(actors):
-    with actors.ray_session():   # joins the test's Ray, and still ends the warm actor on the way out
-        pid, _ = actors.run_in_actor("judge", CPU, _pid)
-        assert actors._WARM is not None
-    assert actors._WARM is None
+    from pipelines.ray_session import ray_session
+    with ray_session() as session:   # joins the test's Ray, and still ends the warm actor on the way out
+        pid, _ = session.run_in_actor("judge", CPU, _pid)
+        assert session.warm is not None
+    assert session.warm is None
     deadline = time.monotonic() + 20
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
