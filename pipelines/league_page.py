@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
 from pipelines.dashboard.page import page_html, write_page
 from pipelines.dashboard.plots import COLOURS, band, cycle, layout
-
-if TYPE_CHECKING:
-    from pipelines.league import Estimate, League
+from pipelines.league_records import Estimate, League
 
 STYLE_COLOURS = {"bold": COLOURS[3], "calm": COLOURS[0], "witty": COLOURS[1], "none": "#bbb"}
 
 
-def _ci(e: "Estimate | None") -> str:
+def _ci(e: Estimate | None) -> str:
     return "–" if e is None else f"{e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
 
 
-def exploitability_chart(league: "League") -> go.Figure:
+def exploitability_chart(league: League) -> go.Figure:
     fig = go.Figure()
     for r, colour in zip(league.entrants, cycle(COLOURS, len(league.entrants))):
         xs = [p.round for p in r.rounds]
@@ -39,7 +36,7 @@ def exploitability_chart(league: "League") -> go.Figure:
                   "max_c E P(c ≻ y) − ½")
 
 
-def crossplay_chart(league: "League") -> go.Figure:
+def crossplay_chart(league: League) -> go.Figure:
     xp = league.cross_play
     z = [[w.mean for w in row] for row in xp.winrate]
     text = [[f"{w.mean:.2f}" for w in row] for row in xp.winrate]
@@ -53,7 +50,7 @@ def crossplay_chart(league: "League") -> go.Figure:
                   "policy", xtitle="opponent")
 
 
-def style_chart(league: "League") -> go.Figure:
+def style_chart(league: League) -> go.Figure:
     """Each entrant's style mix round by round, stacked to 1: a cycling mix shows as shifting colours."""
     fig = go.Figure()
     x = [[r.name for r in league.entrants for _ in r.rounds], [str(p.round) for r in league.entrants for p in r.rounds]]
@@ -65,7 +62,7 @@ def style_chart(league: "League") -> go.Figure:
                   xtitle="entrant / round")
 
 
-def ranking_table(league: "League") -> str:
+def ranking_table(league: League) -> str:
     by_x = {n: i + 1 for i, n in enumerate(league.by_crossplay)}
     head = ("rank", "entrant", "final exploitability [95% CI]", "quality part", "style part",
             "win rate vs initial [95% CI]", "mean cross-play win rate (rank)", "final style mix b/c/w/none",
@@ -82,7 +79,7 @@ def ranking_table(league: "League") -> str:
             + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
-def build_league_page(league: "League", out: Path) -> Path:
+def build_league_page(league: League, out: Path) -> Path:
     charts = [("chart-league-exploitability", exploitability_chart(league)),
               ("chart-league-crossplay", crossplay_chart(league)), ("chart-league-style", style_chart(league))]
     names = ", ".join(html.escape(f"{r.name} ({r.algorithm})") for r in league.entrants)
