@@ -89,4 +89,4 @@ def build_league_page(league: League, out: Path) -> Path:
              "95% intervals over prompts (hover).")
     page = page_html("selfplay league", "selfplay league", intro, charts, ranking_table(league), "",
                      {"DASHBOARD_ROUNDS": league.rounds, "LEAGUE_ENTRANTS": [r.name for r in league.entrants]})
-    return write_page(out, page)
+    return write_page(out, page, "league page")

@@ -19,6 +19,7 @@ several runs; page.py is the HTML shell every page shares, with its safe write; 
 from pipelines.dashboard.cli import main
 from pipelines.dashboard.compare import COMPARE_CHARTS, build_comparison
 from pipelines.dashboard.figures import CHARTS
+from pipelines.dashboard.page import PageWriteError
 from pipelines.dashboard.run_page import build_dashboard, warm_up
 
-__all__ = ["CHARTS", "COMPARE_CHARTS", "build_comparison", "build_dashboard", "main", "warm_up"]
+__all__ = ["CHARTS", "COMPARE_CHARTS", "PageWriteError", "build_comparison", "build_dashboard", "main", "warm_up"]

@@ -3,9 +3,11 @@ page, or with several run dirs one page comparing them."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pipelines.dashboard.compare import build_comparison
+from pipelines.dashboard.page import PageWriteError
 from pipelines.dashboard.run_page import build_dashboard
 
 
@@ -31,5 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     dirs = _run_dirs(args.run_dir)
     if missing := [str(d) for d in dirs if not d.is_dir()]:
         ap.error(f"no such run dir: {', '.join(missing)}")
-    print(build_dashboard(dirs[0], args.out) if len(dirs) == 1 else build_comparison(dirs, args.out))
+    try:
+        print(build_dashboard(dirs[0], args.out) if len(dirs) == 1 else build_comparison(dirs, args.out))
+    except PageWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 

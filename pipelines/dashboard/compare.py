@@ -33,7 +33,7 @@ def build_comparison(run_dirs: list[Path], out: Path | None = None) -> Path:
                      compare_summary_table(runs), compare_config_panel(runs),
                      {"DASHBOARD_ROUNDS": max((len(r.rounds) for r in runs), default=0),
                       "DASHBOARD_RUNS": {r.name: len(r.rounds) for r in runs}})
-    return write_page(Path(out) if out else dirs[0].resolve().parent / "dashboard.html", page)
+    return write_page(Path(out) if out else dirs[0].resolve().parent / "dashboard.html", page, "comparison dashboard")
 
 
 def compare_winrate_figure(runs: list[Run], key: str, title: str) -> go.Figure:

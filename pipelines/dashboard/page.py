@@ -1,9 +1,13 @@
 """The HTML shell every page shares (one run's, several runs', the league's): plotly.js inlined so the page
-opens from disk with no server and no network, one card a chart, and the page's own write."""
+opens from disk with no server and no network, one card a chart, and the page's own write, which never
+leaves a partial file."""
 from __future__ import annotations
 
 import html
 import json
+import os
+import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,10 @@ from plotly.offline import get_plotlyjs
 
 INTRO = ("Win rates are P(policy ≻ opponent) from the eval judge, ties ½; bands and error bars are 95% "
          "intervals over prompts; length-controlled (LC) = at zero length difference (AlpacaEval 2.0 style).")
+
+
+class PageWriteError(OSError):
+    """A page could not be written (full disk, no permission): the old page, if any, is left as it was."""
 
 
 def page_html(title: str, heading: str, intro: str, charts: list[tuple[str, go.Figure]], before: str, after: str,
@@ -28,12 +36,30 @@ def page_html(title: str, heading: str, intro: str, charts: list[tuple[str, go.F
             f"<script>{RESIZE}</script></body></html>")
 
 
-def write_page(out: Path, page: str) -> Path:
-    """Atomically: a browser reloading mid-write sees the old page."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+def write_page(out: Path, page: str, what: str) -> Path:
+    """Write `page` to `out` whole or not at all: a temp file beside it, renamed over it, so a browser
+    reloading mid-write, or a disk that fills up, leaves the old page. Any OSError removes the temp file
+    and is raised as one PageWriteError naming `what`, the path and the system's reason."""
+    out, tmp = Path(out), None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # why a fresh name: two writers of one page (a refresh and `make dashboard`) must not share a temp file;
+        # O_EXCL with mode 0o666 gives the page the permissions the umask allows, as a plain write would
+        name = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+            f.flush()
+            os.fsync(f.fileno())   # why: a crash after the rename must not find a renamed but empty file
+        os.replace(tmp, out)
+    except OSError as e:
+        if tmp is not None:
+            with suppress(OSError):
+                os.unlink(tmp)
+        err = PageWriteError(f"cannot write the {what} {out}: {e.strerror or e}")
+        err.errno = e.errno
+        raise err from e
     return out
 
 

@@ -23,7 +23,7 @@ def warm_up() -> None:
 
 
 def build_dashboard(run_dir: Path, out: Path | None = None) -> Path:
-    """Write run_dir/dashboard.html (or out) for one run."""
+    """Write run_dir/dashboard.html (or out) for one run; PageWriteError if it cannot be written."""
     run = load_run(Path(run_dir))
     rounds = run.rounds
     algos = sorted({str(m["algorithm"]) for m in rounds if m.get("algorithm")})
@@ -33,4 +33,4 @@ def build_dashboard(run_dir: Path, out: Path | None = None) -> Path:
                      run_charts(run), summary_table(rounds),
                      f"{config_panel(run)}<h2>Sample generations</h2>{samples_table(rounds)}",
                      {"DASHBOARD_ROUNDS": len(rounds), "DASHBOARD_STEPS": len(run.steps)})
-    return write_page(Path(out) if out else run.dir / "dashboard.html", page)
+    return write_page(Path(out) if out else run.dir / "dashboard.html", page, "dashboard")
