@@ -216,6 +216,20 @@ def test_a_full_disk_leaves_the_old_page_whole_and_no_temp_file(run_dir: Path, m
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_killed_writers_temp_file_is_removed_once_it_is_old(run_dir: Path):
+    """A writer killed mid-write leaves its temp file (a page's size) under a name no later write reuses."""
+    from pipelines.dashboard.page import ORPHAN_AFTER_S
+    orphan, busy = run_dir / ".dashboard.html.0123456789ab.tmp", run_dir / ".dashboard.html.ba9876543210.tmp"
+    other = run_dir / ".league.html.0123456789ab.tmp"
+    for f in (orphan, busy, other):
+        f.write_text("<!doctype html><html><head>")
+    long_ago = orphan.stat().st_mtime - ORPHAN_AFTER_S - 5
+    for f in (orphan, other):
+        os.utime(f, (long_ago, long_ago))
+    build_dashboard(run_dir)
+    assert not orphan.exists() and busy.exists() and other.exists()   # a live writer's, and another page's, stay
+
+
 def test_the_cli_says_in_one_line_that_the_page_could_not_be_written(run_dir: Path, tmp_path: Path, capsys,
                                                                     monkeypatch):
     full_disk(monkeypatch)

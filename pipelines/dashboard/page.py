@@ -3,9 +3,11 @@ opens from disk with no server and no network, one card a chart, and the page's 
 leaves a partial file."""
 from __future__ import annotations
 
+import glob
 import html
 import json
 import os
+import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
@@ -16,6 +18,8 @@ from plotly.offline import get_plotlyjs
 
 INTRO = ("Win rates are P(policy ≻ opponent) from the eval judge, ties ½; bands and error bars are 95% "
          "intervals over prompts; length-controlled (LC) = at zero length difference (AlpacaEval 2.0 style).")
+# A page's temp file this old was left by a writer killed mid-write: a write takes well under a second.
+ORPHAN_AFTER_S = 600
 
 
 class PageWriteError(OSError):
@@ -60,7 +64,16 @@ def write_page(out: Path, page: str, what: str) -> Path:
         err = PageWriteError(f"cannot write the {what} {out}: {e.strerror or e}")
         err.errno = e.errno
         raise err from e
+    _remove_orphans(out)
     return out
+
+
+def _remove_orphans(out: Path) -> None:
+    """The temp files of `out` that killed writers left (each named afresh, so no later write reuses one)."""
+    for f in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        with suppress(OSError):   # gone already, or another writer's business
+            if time.time() - f.stat().st_mtime > ORPHAN_AFTER_S:
+                f.unlink()
 
 
 # why: each chart is sized when its script runs, before the rest of the page exists; re-fit once all is laid out
