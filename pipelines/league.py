@@ -25,12 +25,13 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.layout import round_paths
+from pipelines.league_records import CrossPlay, EntrantRecord, Estimate, League, RoundRecord
 from selfplay.arena import ArenaRules, assess, verdict_probability
 from selfplay.artifacts import read_manifest
 from selfplay.config import Config
@@ -43,59 +44,6 @@ INITIAL = "initial"
 
 class LeagueError(ValueError):
     """A league that cannot start as asked (exit 2)."""
-
-
-# ------------------------------------------------------------------------------------------- records
-
-@dataclass(frozen=True)
-class Estimate:
-    mean: float
-    ci_low: float
-    ci_high: float
-    n: int                   # prompts behind the interval
-
-    @staticmethod
-    def of(d: dict) -> "Estimate":
-        return Estimate(d["mean"], d["ci_low"], d["ci_high"], d["n"])
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One round of one entrant, as its metrics.json has it."""
-    round: int
-    exploitability: Estimate
-    quality_part: float
-    style_part: float
-    winrate_vs_initial: Estimate | None   # None at round 0 (the initial policy itself)
-    style_mix: dict[str, float]
-    mean_quality: float
-
-
-@dataclass(frozen=True)
-class EntrantRecord:
-    name: str
-    algorithm: str
-    run_dir: str
-    round0_same_as: str      # the entrant whose round 0 this one's is (same manifest keys and bytes); itself if its own
-    rounds: list[RoundRecord]
-    mean_crossplay: float    # its final policy's mean win rate against every other policy of the cross-play
-
-
-@dataclass(frozen=True)
-class CrossPlay:
-    policies: list[str]             # "initial", then "<entrant>/round_<n>"
-    winrate: list[list[Estimate]]   # winrate[i][j]: P(policies[i] ≻ policies[j])
-
-
-@dataclass(frozen=True)
-class League:
-    rounds: int
-    seed: int
-    arena: ArenaRules
-    entrants: list[EntrantRecord]
-    cross_play: CrossPlay
-    by_exploitability: list[str]    # entrants, lowest final exploitability first
-    by_crossplay: list[str]         # entrants, highest mean cross-play win rate first
 
 
 # ------------------------------------------------------------------------------------------- set-up

@@ -6,39 +6,37 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from pipelines.dashboard import COLOURS, _band, _cycle, _layout, _page, _write
-
-if TYPE_CHECKING:
-    from pipelines.league import Estimate, League
+from pipelines.dashboard.page import page_html, write_page
+from pipelines.dashboard.plots import COLOURS, band, cycle, layout
+from pipelines.league_records import Estimate, League
 
 STYLE_COLOURS = {"bold": COLOURS[3], "calm": COLOURS[0], "witty": COLOURS[1], "none": "#bbb"}
 
 
-def _ci(e: "Estimate | None") -> str:
+def _ci(e: Estimate | None) -> str:
     return "–" if e is None else f"{e.mean:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
 
 
-def exploitability_chart(league: "League") -> go.Figure:
+def exploitability_chart(league: League) -> go.Figure:
     fig = go.Figure()
-    for r, colour in zip(league.entrants, _cycle(COLOURS, len(league.entrants))):
+    for r, colour in zip(league.entrants, cycle(COLOURS, len(league.entrants))):
         xs = [p.round for p in r.rounds]
         e = [p.exploitability for p in r.rounds]
-        _band(fig, xs, [x.ci_low for x in e], [x.ci_high for x in e], colour, f"{r.name} 95% CI", r.name,
-              showlegend=False)
+        band(fig, xs, [x.ci_low for x in e], [x.ci_high for x in e], colour, f"{r.name} 95% CI", r.name,
+             showlegend=False)
         fig.add_scatter(x=xs, y=[x.mean for x in e], mode="lines+markers", name=r.name, legendgroup=r.name,
                         line={"color": colour}, customdata=[[x.ci_low, x.ci_high] for x in e],
                         hovertemplate="round %{x}: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
                                       f"<extra>{html.escape(r.name)}</extra>")
     fig.update_layout(yaxis={"rangemode": "tozero"})
-    return _layout(fig, list(range(league.rounds + 1)), "Exploitability per round (0 = Nash; bands: 95% CI)",
-                   "max_c E P(c ≻ y) − ½")
+    return layout(fig, list(range(league.rounds + 1)), "Exploitability per round (0 = Nash; bands: 95% CI)",
+                  "max_c E P(c ≻ y) − ½")
 
 
-def crossplay_chart(league: "League") -> go.Figure:
+def crossplay_chart(league: League) -> go.Figure:
     xp = league.cross_play
     z = [[w.mean for w in row] for row in xp.winrate]
     text = [[f"{w.mean:.2f}" for w in row] for row in xp.winrate]
@@ -48,11 +46,11 @@ def crossplay_chart(league: "League") -> go.Figure:
                                customdata=hover, hovertemplate="%{customdata}<extra></extra>", zmin=0, zmax=1,
                                zmid=0.5, colorscale="RdBu", colorbar={"title": "win rate"}))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, None, "Cross-play of the final policies: row ≻ column (oracle, eval prompts)",
-                   "policy", xtitle="opponent")
+    return layout(fig, None, "Cross-play of the final policies: row ≻ column (oracle, eval prompts)",
+                  "policy", xtitle="opponent")
 
 
-def style_chart(league: "League") -> go.Figure:
+def style_chart(league: League) -> go.Figure:
     """Each entrant's style mix round by round, stacked to 1: a cycling mix shows as shifting colours."""
     fig = go.Figure()
     x = [[r.name for r in league.entrants for _ in r.rounds], [str(p.round) for r in league.entrants for p in r.rounds]]
@@ -60,11 +58,11 @@ def style_chart(league: "League") -> go.Figure:
         fig.add_bar(x=x, y=[p.style_mix.get(style, 0.0) for r in league.entrants for p in r.rounds], name=style,
                     marker={"color": colour})
     fig.update_layout(barmode="stack", yaxis={"range": [0, 1], "tickformat": ".0%"})
-    return _layout(fig, None, "Style mix of the eval samples, per entrant and round", "share of samples",
-                   xtitle="entrant / round")
+    return layout(fig, None, "Style mix of the eval samples, per entrant and round", "share of samples",
+                  xtitle="entrant / round")
 
 
-def ranking_table(league: "League") -> str:
+def ranking_table(league: League) -> str:
     by_x = {n: i + 1 for i, n in enumerate(league.by_crossplay)}
     head = ("rank", "entrant", "final exploitability [95% CI]", "quality part", "style part",
             "win rate vs initial [95% CI]", "mean cross-play win rate (rank)", "final style mix b/c/w/none",
@@ -81,7 +79,7 @@ def ranking_table(league: "League") -> str:
             + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
-def build_league_page(league: "League", out: Path) -> Path:
+def build_league_page(league: League, out: Path) -> Path:
     charts = [("chart-league-exploitability", exploitability_chart(league)),
               ("chart-league-crossplay", crossplay_chart(league)), ("chart-league-style", style_chart(league))]
     names = ", ".join(html.escape(f"{r.name} ({r.algorithm})") for r in league.entrants)
@@ -89,6 +87,6 @@ def build_league_page(league: "League", out: Path) -> Path:
              f"{league.seed}. Exploitability: how much the arena's best response beats a policy (0 at a Nash "
              "policy). Cross-play: P(row ≻ column) from the oracle on every pair of eval samples at a prompt, "
              "95% intervals over prompts (hover).")
-    return _write(out, _page("selfplay league", "selfplay league", intro, charts, ranking_table(league), "",
-                             {"DASHBOARD_ROUNDS": league.rounds,
-                              "LEAGUE_ENTRANTS": [r.name for r in league.entrants]}))
+    page = page_html("selfplay league", "selfplay league", intro, charts, ranking_table(league), "",
+                     {"DASHBOARD_ROUNDS": league.rounds, "LEAGUE_ENTRANTS": [r.name for r in league.entrants]})
+    return write_page(out, page, "league page")

@@ -3,7 +3,8 @@
 `bar(total, desc)` is the one way code here makes a progress bar. It is a plain tqdm on this
 process's stderr. Inside a Ray worker whose driver draws a live bar (see `live_bar`), the bar also
 sends its state to a small named actor (the board) that the driver polls, so the terminal shows one
-bar for the running stage while the worker's stderr (the stage log) keeps the bar's text.
+bar for the running stage while the worker's stderr (the stage log) keeps the bar's text. A terminal
+that reports no size (0 columns) gets a bar's states as plain lines, as a log does (`terminal_size`).
 
 Why not `ray.experimental.tqdm_ray`: it carries bar states as magic lines on the worker's stdout,
 which reach the driver only through Ray's log streaming (log_to_driver=True) from Ray's own worker
@@ -25,13 +26,14 @@ import traceback
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 BOARD = "selfplay-progress"        # the board actor's name, in the driver's namespace
 STAGE_LOG = "SELFPLAY_STAGE_LOG"   # env var: the running stage's log file (for workers it starts)
 _PUSH_EVERY_S = 0.5
+_LINE_EVERY_S = 10.0   # a bar drawn as plain lines (a stage log, a terminal of no size): a line at most this often
 
 # Read by the libraries when they are imported, and inherited by child processes (vLLM's engine).
 _QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
@@ -49,13 +51,28 @@ def bar(total: int | None = None, desc: str = "", unit: str = "it", *, disable: 
 
 def make_bar(*args, **kwargs) -> tqdm:
     """`bar` with tqdm's own signature, for libraries that take a tqdm factory (vLLM's use_tqdm)."""
-    to_terminal = sys.stderr.isatty()
+    to_terminal = terminal_size(sys.stderr) is not None
     # In a file (a stage log) a bar is read later, top to bottom: a line per redraw, at most every
-    # 10 s, and the final state kept.
+    # 10 s, and the final state kept. A terminal that reports no size (tqdm would draw nothing) gets the same.
     kwargs = {"file": sys.stderr if to_terminal else _Lines(sys.stderr), "leave": not to_terminal,
-              "mininterval": 0.1 if to_terminal else 10, **kwargs}
+              "mininterval": 0.1 if to_terminal else _LINE_EVERY_S, **kwargs}
     board = None if kwargs.get("disable") else _board()
     return _Relayed(*args, board=board, **kwargs) if board is not None else tqdm(*args, **kwargs)
+
+
+def terminal_size(f) -> tuple[int, int] | None:
+    """(columns, rows) of the terminal f writes to, or None: f is no terminal, or one that reports no size.
+
+    Why None for 0 columns or rows (a serial console, a pty nobody sized, some CI runners): tqdm takes
+    the size as is, reads 0 rows as every line being off screen, and draws nothing at all. Such a
+    terminal gets what a file gets instead: plain lines."""
+    try:
+        if not f.isatty():
+            return None
+        columns, rows = os.get_terminal_size(f.fileno())
+    except (AttributeError, OSError, ValueError):   # no fileno, a closed file, or no size to ask for
+        return None
+    return (columns, rows) if columns > 0 and rows > 0 else None
 
 
 class _Lines:
@@ -149,7 +166,8 @@ def live_bar(label: str) -> Iterator[None]:
     board = ray.remote(num_cpus=0)(_Board).options(name=BOARD, get_if_exists=True).remote()
     ray.get(board.reset.remote())
     stop = threading.Event()
-    drawer = threading.Thread(target=_draw, args=(board, label, stop), daemon=True)
+    drawer = threading.Thread(target=_draw, args=(lambda: ray.get(board.snapshot.remote(), timeout=5), label, stop),
+                              daemon=True)
     drawer.start()
     try:
         yield
@@ -158,12 +176,15 @@ def live_bar(label: str) -> Iterator[None]:
         drawer.join()
 
 
-def _draw(board, label: str, stop: threading.Event) -> None:
-    import ray
-    shown = tqdm(desc=label, leave=False, file=sys.stderr, bar_format="{desc} [{elapsed}]")
-    while not stop.wait(_PUSH_EVERY_S):
+def _draw(poll: Callable[[], list[dict]], label: str, stop: threading.Event) -> None:
+    """Until stop: the bars' states from poll, shown as one bar redrawn in place every 0.5 s or, on a
+    terminal that reports no size, as a plain line at most every 10 s (the label's line at once)."""
+    sized = terminal_size(sys.stderr) is not None
+    shown = tqdm(desc=label, leave=False, file=sys.stderr if sized else _Lines(sys.stderr),
+                 bar_format="{desc} [{elapsed}]")
+    while not stop.wait(_PUSH_EVERY_S if sized else _LINE_EVERY_S):
         try:
-            states = ray.get(board.snapshot.remote(), timeout=5)
+            states = poll()
         except Exception:  # noqa: BLE001  a slow board skips a frame
             continue
         _show(shown, label, [s for s in states if not s["closed"]])

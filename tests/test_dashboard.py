@@ -4,15 +4,17 @@ Without Debian's chromium + chromium-driver the browser test fails, unless SELFP
 Set DASHBOARD_SCREENSHOT_DIR to keep the screenshot.
 """
 import base64
+import errno
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pipelines.dashboard import CHARTS, COMPARE_CHARTS, build_comparison, build_dashboard, main
+from pipelines.dashboard import CHARTS, COMPARE_CHARTS, PageWriteError, build_comparison, build_dashboard, main
 
 ROUND_AXIS_CHARTS = ("chart-length", "chart-loss", "chart-judge", "chart-throughput", "chart-stages")
 SAMPLES_PER_ROUND = {1: 2, 3: 2}            # round 2 is an old, sparse round without samples
@@ -150,6 +152,112 @@ def test_cli_takes_several_runs_and_writes_beside_them(tmp_path: Path, capsys):
     twin = _fill_run(tmp_path / "elsewhere" / "a")                               # two runs both called a
     page = build_comparison([a, twin], tmp_path / "twins.html").read_text()
     assert '"runs/a": 0' in page and '"elsewhere/a": 0' in page
+
+
+class FullDisk:
+    """Stands in for the page module's `open`: the file it opens sits on a disk that fills up halfway
+    through the page (ENOSPC after half of it is written). `seen` keeps the directory's hidden files at
+    that moment, so a test can check the partial file was really there before it was cleaned up."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def __call__(self, *args, **kwargs):
+        return _HalfWritten(open(*args, **kwargs), self.seen)
+
+
+class _HalfWritten:
+    def __init__(self, f, seen: list) -> None:
+        self.f, self.seen = f, seen
+
+    def write(self, s: str) -> int:
+        self.f.write(s[:len(s) // 2])
+        self.f.flush()
+        d = Path(os.readlink(f"/proc/self/fd/{self.f.fileno()}")).parent
+        self.seen += [(p.name, p.stat().st_size) for p in d.iterdir() if p.name.startswith(".")]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def full_disk(monkeypatch) -> FullDisk:
+    from pipelines.dashboard import page
+    fake = FullDisk()
+    monkeypatch.setattr(page, "open", fake, raising=False)   # module globals come before builtins
+    return fake
+
+
+@pytest.mark.parametrize("had_page", [True, False])
+def test_a_full_disk_leaves_the_old_page_whole_and_no_temp_file(run_dir: Path, monkeypatch, had_page: bool):
+    out = run_dir / "dashboard.html"
+    if had_page:
+        build_dashboard(run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    _write(run_dir, 5, json.dumps(_metrics(5)))          # a new round: the page would change
+    disk = full_disk(monkeypatch)
+    with pytest.raises(PageWriteError) as e:
+        build_dashboard(run_dir)
+    assert str(e.value) == f"cannot write the dashboard {out}: No space left on device"
+    assert e.value.errno == errno.ENOSPC and isinstance(e.value, OSError)
+    [(tmp, size)] = disk.seen                            # the half-written temp file did exist ...
+    assert tmp.startswith(".dashboard.html.") and tmp.endswith(".tmp") and size > 1_000_000
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert after == before                               # ... and is gone; the old page (or none) is as it was
+    assert ("dashboard.html" in after) is had_page
+    monkeypatch.undo()                                   # the disk has room again: the new page replaces it whole
+    assert "window.DASHBOARD_ROUNDS = 4;" in build_dashboard(run_dir).read_text()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_killed_writers_temp_file_is_removed_once_it_is_old(run_dir: Path):
+    """A writer killed mid-write leaves its temp file (a page's size) under a name no later write reuses."""
+    from pipelines.dashboard.page import ORPHAN_AFTER_S
+    orphan, busy = run_dir / ".dashboard.html.0123456789ab.tmp", run_dir / ".dashboard.html.ba9876543210.tmp"
+    other = run_dir / ".league.html.0123456789ab.tmp"
+    for f in (orphan, busy, other):
+        f.write_text("<!doctype html><html><head>")
+    long_ago = orphan.stat().st_mtime - ORPHAN_AFTER_S - 5
+    for f in (orphan, other):
+        os.utime(f, (long_ago, long_ago))
+    build_dashboard(run_dir)
+    assert not orphan.exists() and busy.exists() and other.exists()   # a live writer's, and another page's, stay
+
+
+def test_the_cli_says_in_one_line_that_the_page_could_not_be_written(run_dir: Path, tmp_path: Path, capsys,
+                                                                    monkeypatch):
+    full_disk(monkeypatch)
+    out = tmp_path / "cmp" / "both.html"
+    with pytest.raises(SystemExit) as e:
+        main(["--run-dir", str(run_dir), str(_fill_run(tmp_path / "other")), "--out", str(out)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: cannot write the comparison dashboard {out}: No space left on device"
+    assert not any("Traceback" in ln for ln in err) and list(out.parent.iterdir()) == []
+
+
+def test_a_write_the_kernel_cuts_short_leaves_the_old_page(run_dir: Path):
+    """No stand-in: a child process whose file size limit (RLIMIT_FSIZE, 1 MiB) stops the 4 MB page midway
+    (EFBIG, 'File too large'), as a disk filling up would."""
+    old = build_dashboard(run_dir).read_bytes()
+    _write(run_dir, 5, json.dumps(_metrics(5)))
+    child = ("import resource, signal, sys\n"
+             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer instead\n"
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+             "from pipelines.dashboard import main\n"
+             "main(['--run-dir', sys.argv[1]])\n")
+    p = subprocess.run([sys.executable, "-c", child, str(run_dir)], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.splitlines()[-1] == f"error: cannot write the dashboard {run_dir / 'dashboard.html'}: File too large"
+    assert (run_dir / "dashboard.html").read_bytes() == old
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"] == []
 
 
 def _driver():

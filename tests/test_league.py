@@ -7,6 +7,7 @@ need no Ray and run in the fast suite.
 """
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -247,3 +248,18 @@ def test_page_renders_in_chromium(tmp_path):
         assert drv.execute_script("return window.LEAGUE_ENTRANTS") == ["sppo", "egpo"]
     finally:
         drv.quit()
+
+
+def test_a_full_disk_leaves_the_old_league_page(tmp_path, monkeypatch):
+    from pipelines.dashboard import PageWriteError
+    from pipelines.league_page import build_league_page
+    from test_dashboard import full_disk
+
+    out = build_league_page(_hand_built_league(), tmp_path / "league.html")
+    old = out.read_bytes()
+    disk = full_disk(monkeypatch)
+    said = f"cannot write the league page {out}: No space left on device"
+    with pytest.raises(PageWriteError, match=f"^{re.escape(said)}$"):
+        build_league_page(_hand_built_league(), out)
+    assert len(disk.seen) == 1 and disk.seen[0][1] > 0            # it was half written ...
+    assert [p.name for p in tmp_path.iterdir()] == ["league.html"] and out.read_bytes() == old   # ... then removed
