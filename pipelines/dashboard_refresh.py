@@ -48,11 +48,16 @@ class DashboardRefresher:
 
 
 def _build(run_dir: Path) -> None:
+    """A page that cannot be written (a full disk) is a warning: the round it shows is finished and kept, and
+    the page's writer left no partial file (pipelines/dashboard/page.py)."""
     try:
-        from pipelines.dashboard import build_dashboard
+        from pipelines.dashboard import PageWriteError, build_dashboard
     except ImportError:
         return
-    log.info("dashboard: %s", build_dashboard(run_dir))
+    try:
+        log.info("dashboard: %s", build_dashboard(run_dir))
+    except PageWriteError as e:
+        log.warning("warning: %s; the rounds are finished and kept (make dashboard writes it again)", e)
 
 
 def _warm() -> None:

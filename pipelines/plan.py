@@ -328,7 +328,8 @@ def _size(b: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError
+    from pipelines.config import load_config
     ap = argparse.ArgumentParser(description="What a round would run, where, and whether it fits; loads no model.",
                                  epilog="overrides: key.sub=value ...")
     ap.add_argument("--config", default="configs/arena_sppo.yaml")

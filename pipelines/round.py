@@ -76,7 +76,8 @@ def round_session(cfg: Config, verbose: bool, keep_s: float, max_cpus: float | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    from selfplay.config import ConfigError, load_config, to_yaml
+    from selfplay.config import ConfigError, to_yaml
+    from pipelines.config import load_config
 
     ap = _parser()
     args = ap.parse_intermixed_args(argv)   # -v may come after some overrides

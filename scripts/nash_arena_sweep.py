@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from pipelines.layout import round_paths  # noqa: E402
 from pipelines.stages import group_generations  # noqa: E402
-from selfplay.config import load_config  # noqa: E402
+from pipelines.config import load_config
 from selfplay.exploitability import exploitability  # noqa: E402
 
 DEFAULT_CONFIG = "configs/arena_nash.yaml"

@@ -1,9 +1,11 @@
 """Typed run configuration: one YAML file → a frozen dataclass tree, validated before any work.
 
-    cfg = load_config("configs/arena_sppo.yaml", ["train.lr=1e-4", "generation.k=4"])
+    cfg = read_config("configs/arena_sppo.yaml", ["train.lr=1e-4", "generation.k=4"])
 
 Unknown keys, wrong types and out-of-range values raise `ConfigError` with one message that names
-the key. Overrides use `section.key=value`, values parsed as YAML.
+the key. Overrides use `section.key=value`, values parsed as YAML. This module checks what the core knows
+(the algorithms and generation backends are core plug-ins); the judges' own checks live with the judges,
+and pipelines/config.py's `load_config` runs both: that is the loader every entry point uses.
 """
 from __future__ import annotations
 
@@ -263,7 +265,8 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def read_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """The config file plus overrides, checked as far as the core can (see the module docstring)."""
     data: dict = {}
     if path:
         p = Path(path)
@@ -303,8 +306,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field and range checks; never mutates."""
-    from judges.registry import JUDGES, judge_scores
+    """Cross-field and range checks of everything but the judge sections' judge-specific needs; never mutates."""
     from selfplay.algorithms import ALGORITHMS
     from selfplay.generation import BACKENDS
 
@@ -352,20 +354,11 @@ def validate(cfg: Config) -> None:
     _check(cfg.resources.stage_retries >= 0, f"resources.stage_retries: 0 or more, got {cfg.resources.stage_retries}")
     _check(cfg.resources.stall_report_s >= 0, "resources.stall_report_s: seconds, 0 (off) or more, got "
            f"{cfg.resources.stall_report_s}")
-    for where in ("judge", "eval_judge"):
-        _check_judge(getattr(cfg, where), where, JUDGES, BACKENDS)
-    _check(not d.teacher_column or cfg.algorithm == "dno",   # only DNO's pair rule knows a teacher candidate
-           f"data.teacher_column={d.teacher_column!r} has no effect with algorithm {cfg.algorithm} (only dno reads it)")
-    _check(cfg.algorithm != "dno" or judge_scores(cfg.judge),
-           f"algorithm dno builds pairs from absolute scores, which judge {cfg.judge.name!r} does not give: use "
-           "judge.name=llm with judge.mode=rubric (the paper's rubric) or the arena's oracle")
     _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt: must be >= 1")
     _check(cfg.eval.ci_method in ("bootstrap", "wilson"), f"eval.ci_method: bootstrap or wilson, got {cfg.eval.ci_method!r}")
     a = cfg.arena
     _check(a.quality_weight >= 0 and a.style_weight >= 0 and a.quality_cap >= 0,
            f"arena: quality_weight, style_weight and quality_cap must be >= 0, got {a}")
-    _check(uses_arena(cfg) or a == ArenaRules(), "arena: set, but nothing in this config plays the arena "
-           "(no oracle judge and data.eval_prompts is not builtin:arena/...); remove it")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
     sources = [d.train_prompts] if isinstance(d.train_prompts, str) else list(d.train_prompts)
     for i, src in enumerate(sources):
@@ -374,21 +367,24 @@ def validate(cfg: Config) -> None:
     _check_source(cfg.model.policy, "model.policy")
 
 
+def _get(cfg: Config, dotted: str):
+    node = cfg
+    for k in dotted.split("."):
+        node = getattr(node, k)
+    return node
+
+
 def _check_init(cfg: Config) -> None:
     i = cfg.init
     _check(i.epochs >= 1, f"init.epochs: must be >= 1, got {i.epochs}")
     _check(i.lr > 0, f"init.lr: must be positive, got {i.lr}")
     if i.sft_data:
         _check_source(i.sft_data, "init.sft_data")
-    _check(cfg.judge.name != "cream" or bool(i.sft_data),
-           "judge.name=cream: CREAM's consistency compares the policy's ranking with the previous model's, and in "
-           "round 1 that needs an SFT model M1 beside the base M0 (CREAM starts from SFT; without it the two models "
-           "are the same, C = 1 everywhere and round 1 is plain unregularised self-rewarding). Set init.sft_data to a "
-           "prompt/response dataset (the arena has builtin:arena/sft)")
 
 
 def _check_settings_take_effect(cfg: Config, algo) -> None:
     """Refuse values that no code path of this config would read (they would be silently ignored)."""
+    from selfplay.algorithms import ALGORITHMS
     defaults = LossConfig()
     for f in dataclasses.fields(LossConfig):
         value = getattr(cfg.loss, f.name)
@@ -396,17 +392,15 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
         _check(used or value == getattr(defaults, f.name),
                f"loss.{f.name}={value!r} has no effect with algorithm {cfg.algorithm} (it reads loss."
                f"{', loss.'.join(algo.loss_keys)} and loss.average_logprobs); remove it")
+    # keys outside loss: that only some algorithms read (Algorithm.reads)
+    for key in sorted({k for a in ALGORITHMS.values() for k in a.reads} - set(algo.reads)):
+        value, default = _get(cfg, key), _get(Config(), key)
+        readers = sorted(n for n, a in ALGORITHMS.items() if key in a.reads)
+        _check(value == default, f"{key}={value!r} has no effect with algorithm {cfg.algorithm}: only "
+               f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} it; remove it")
+    for problem in algo.check(cfg):
+        raise ConfigError(problem)
     t, g = cfg.train, cfg.generation
-    if cfg.algorithm != "egpo":   # only EGPO's online update reads these
-        _check((g.opponent_temperature, g.opponent_top_k) == (1.0, 0),
-               f"generation.opponent_temperature / opponent_top_k set with algorithm {cfg.algorithm}: only egpo draws y″")
-        _check(t.steps_per_round == 0, f"train.steps_per_round={t.steps_per_round} with algorithm {cfg.algorithm}: "
-               "only egpo's online update takes a step count (the others take train.epochs)")
-    else:
-        _check(t.epochs == 1, f"train.epochs={t.epochs}: algorithm egpo's online update takes train.steps_per_round "
-               "extragradient iterations on fresh samples, not epochs; set train.epochs: 1")
-        _check(t.strategy == "ddp", "algorithm egpo samples from the trainer's own weights at every step; with "
-               f"train.strategy={t.strategy} the weights are sharded. Use train.strategy=ddp (with LoRA for large models)")
     _check(t.strategy != "fsdp_offload" or cfg.resources.trainer.num_gpus > 0,
            "train.strategy=fsdp_offload moves shards between host and GPU memory; it needs "
            "resources.trainer.num_gpus > 0 (use fsdp or ddp on CPU)")
@@ -415,19 +409,6 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
     _check(g.tensor_parallel_size <= max(1, cfg.resources.generation.num_gpus),
            f"generation.tensor_parallel_size={g.tensor_parallel_size} needs as many GPUs per engine: set "
            f"resources.generation.num_gpus to {g.tensor_parallel_size}")
-
-
-def _check_judge(j: JudgeConfig, where: str, judges, backends) -> None:
-    """The fields every judge shares, then the named judge's own checks (judges/registry.py)."""
-    _check(j.name in judges, f"{where}.name: unknown {j.name!r} (choose one of {', '.join(sorted(judges))})")
-    _check(j.backend in backends, f"{where}.backend: unknown {j.backend!r} (choose one of {', '.join(sorted(backends))})")
-    _check(j.batch_size >= 1, f"{where}.batch_size: must be >= 1, got {j.batch_size}")
-    _check(j.num_actors >= 1, f"{where}.num_actors: at least 1, got {j.num_actors}")
-    from judges.registry import check_judge_config
-    try:
-        check_judge_config(j, where)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

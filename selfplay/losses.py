@@ -113,9 +113,9 @@ def cream_label_smoothing(consistency: Scalar) -> Scalar:
     return 1 - consistency
 
 
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "dpo": dpo_loss, "ipo": ipo_loss, "sppo": sppo_loss, "inpo": inpo_loss, "dno": dno_loss, "egpo": egpo_loss,
-}
+# Every `<name>_loss` function of this module, by name: the list is the module itself.
+LOSSES: dict[str, Callable[..., Tensor]] = {n.removesuffix("_loss"): f for n, f in list(globals().items())
+                                            if n.endswith("_loss") and callable(f)}
 
 
 def get_loss(name: str) -> Callable[..., Tensor]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from selfplay.algorithms import Algorithm, PairTensors
+from selfplay.algorithm import Algorithm, PairTensors
 from selfplay.records import PreferencePair
 
 

@@ -37,7 +37,13 @@ def ctx(round_=1, **loss):
 
 
 def test_registry_lists_every_algorithm():
-    assert set(ALGORITHMS) == {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo"}
+    """The registry is the folder: every module of selfplay/algorithms/ is the algorithm of its name."""
+    import pkgutil
+
+    import selfplay.algorithms
+    modules = {m.name for m in pkgutil.iter_modules(selfplay.algorithms.__path__)}
+    assert set(ALGORITHMS) == modules >= {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo"}
+    assert all(a.name == name for name, a in ALGORITHMS.items())
     assert get_algorithm("egpo").update is not None
     assert all(get_algorithm(n).update is None for n in ("sppo", "inpo", "dno", "apo", "dpo", "ipo"))
     assert get_algorithm("inpo").references == ("initial", "previous")

@@ -315,7 +315,7 @@ def test_a_judge_that_abstains_on_every_pair_stops_the_round_before_training(tmp
     import datasets
 
     from pipelines.stages import preferences
-    from selfplay.config import load_config
+    from pipelines.config import load_config
     nan = float("nan")
     rows = [{"prompt_id": str(i), "prompt": f"q{i}", "responses": ["a", "b", "c"], "n_tokens": [1, 1, 1],
              "matrix": [[0.5, nan, nan], [nan, 0.5, nan], [nan, nan, 0.5]], "judge": "llm"} for i in range(4)]

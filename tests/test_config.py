@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from selfplay.config import Config, ConfigError, load_config
+from selfplay.config import Config, ConfigError
+from pipelines.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ from judges.cream import CreamJudge, build_cream_judge, consistency_rate, kendal
 from judges.registry import JudgeContext
 from selfplay.algorithms import PairContext, PairTensors
 from selfplay.algorithms.sppo import best_worst_pairs
-from selfplay.config import ConfigError, JudgeConfig, LossConfig, load_config
+from selfplay.config import ConfigError, JudgeConfig, LossConfig
+from pipelines.config import load_config
 from selfplay.records import JudgedPrompt, from_rows
 
 # ---------------------------------------------------------------------------------------------
@@ -218,19 +219,19 @@ def test_rewards_and_consistency_on_tiny_models(three_models):
 # ---------------------------------------------------------------------------------------------
 
 def test_dpo_with_target_c_is_dpo_with_label_smoothing_one_minus_c():
-    from selfplay.algorithms.dpo import DPO
+    from selfplay.algorithms import get_algorithm
     from selfplay.losses import dpo_loss
     g = torch.Generator().manual_seed(0)
     pc, pr, rc, rr = (torch.randn(4, generator=g) for _ in range(4))
     c = torch.tensor([1.0, 0.7, 0.5, 0.0])
     t = PairTensors(pc, pr, {"previous": (rc, rr)}, torch.zeros(4), torch.zeros(4), c)
-    got = DPO.loss(t, LossConfig(beta=0.3, label_smoothing=0.0))
+    got = get_algorithm("dpo").loss(t, LossConfig(beta=0.3, label_smoothing=0.0))
     torch.testing.assert_close(got, dpo_loss(pc, pr, rc, rr, 0.3, label_smoothing=1 - c))
     for k in range(4):   # each example on its own, with a scalar label smoothing
         torch.testing.assert_close(got[k], dpo_loss(pc[k:k + 1], pr[k:k + 1], rc[k:k + 1], rr[k:k + 1], 0.3,
                                                     label_smoothing=float(1 - c[k]))[0])
     ones = PairTensors(pc, pr, {"previous": (rc, rr)}, torch.zeros(4), torch.zeros(4), torch.ones(4))
-    torch.testing.assert_close(DPO.loss(ones, LossConfig(beta=0.3, label_smoothing=0.1)),
+    torch.testing.assert_close(get_algorithm("dpo").loss(ones, LossConfig(beta=0.3, label_smoothing=0.1)),
                                dpo_loss(pc, pr, rc, rr, 0.3, label_smoothing=0.1))   # other judges: unchanged
 
 

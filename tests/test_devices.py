@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from judges.registry import build_judge
-from selfplay.config import ActorResources, JudgeConfig, load_config
+from selfplay.config import ActorResources, JudgeConfig
+from pipelines.config import load_config
 from selfplay.devices import DeviceError, device_for
 
 

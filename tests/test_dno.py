@@ -13,7 +13,8 @@ import pytest
 
 from judges.self_reward import score_matrix
 from selfplay.algorithms import PairContext, dno
-from selfplay.config import ConfigError, LossConfig, load_config
+from selfplay.config import ConfigError, LossConfig
+from pipelines.config import load_config
 from selfplay.records import Generation, JudgedPrompt, from_rows, to_rows
 
 

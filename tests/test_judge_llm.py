@@ -14,7 +14,8 @@ from judges.base import JudgeStats, preference_matrices
 from judges.llm import (LETTERS, EndpointVerdicts, LLMJudge, LocalVerdicts, Verdict, build_llm_judge, judge_prompt,
                         parse_verdict, verdict_from_completion)
 from judges.registry import JudgeContext, build_judge
-from selfplay.config import ConfigError, JudgeConfig, load_config
+from selfplay.config import ConfigError, JudgeConfig
+from pipelines.config import load_config
 
 # ---------------------------------------------------------------------------------------------
 # parse_verdict

@@ -16,19 +16,26 @@ from judges.llm import LLMJudge, Verdict
 from judges.oracle import OracleJudge
 from judges.registry import JudgeContext
 from selfplay.algorithms import ALGORITHMS, PairContext, egpo, get_algorithm, inpo
-from selfplay.config import LossConfig, load_config
+from selfplay.config import LossConfig
+from pipelines.config import load_config
 from selfplay.records import Generation, JudgedPrompt, from_rows, to_rows
 
 KS = list(range(2, 17))
 FULL = [2, 6, 12, 20, 30, 42, 56, 72, 90, 110, 132, 156, 182, 210, 240]   # K(K − 1)
 # Ordered queries per prompt for K = 2..16 from a judge that needs both orders of every pair it is asked.
-EXPECTED = {
-    "sppo": FULL, "dpo": FULL, "ipo": FULL, "apo": FULL,
+# By comparison plan (Algorithm.comparisons): an algorithm is covered by the plan it declares.
+BY_PLAN = {
+    "matrix": FULL,
     # 2 × (3K/2 − 1) for K = 4, 8, 16 (the bracket); the full matrix (best vs worst by win rate) otherwise
-    "inpo": [2, 6, 10, 20, 30, 42, 22, 72, 90, 110, 132, 156, 182, 210, 46],
-    "egpo": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30],    # 2 × (K − 1): each pair vs one y″
-    "dno": [0] * 15,                                                     # scores only
+    "inpo_bracket": [2, 6, 10, 20, 30, 42, 22, 72, 90, 110, 132, 156, 182, 210, 46],
+    "egpo_opponent": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30],   # 2 × (K − 1): each pair vs one y″
+    "scores": [0] * 15,                                                          # scores only
 }
+EXPECTED = {name: BY_PLAN[a.comparisons.name] for name, a in ALGORITHMS.items() if a.comparisons.name in BY_PLAN}
+# the algorithms whose plans are written out above, by name (their plans must stay what the papers ask)
+assert {n: ALGORITHMS[n].comparisons.name for n in ("sppo", "dpo", "ipo", "apo", "inpo", "egpo", "dno")} == {
+    "sppo": "matrix", "dpo": "matrix", "ipo": "matrix", "apo": "matrix", "inpo": "inpo_bracket",
+    "egpo": "egpo_opponent", "dno": "scores"}
 # Batched judge calls, whatever the number of prompts: one per bracket level for INPO (log2 K + 1).
 CALLS = {"inpo": {4: 3, 8: 4, 16: 5}}
 
@@ -58,6 +65,8 @@ def _ask(name: str, k: int, judge, prompts=("q1", "q2", "q3")):
 
 
 def test_every_algorithm_has_expected_counts():
+    """Every registered algorithm's comparison plan has its expected query counts here (a new algorithm that
+    declares a plan of its own must add that plan's counts to BY_PLAN)."""
     assert set(EXPECTED) == set(ALGORITHMS)
 
 

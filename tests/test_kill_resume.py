@@ -313,7 +313,7 @@ def test_an_unschedulable_request_fails_at_once(by_value, tmp_path):
 def test_the_stall_report_takes_effect(by_value, tmp_path, caplog, stall_s):
     """resources.stall_report_s from the config: a stage silent for longer is reported with its log's tail; 0 is off."""
     from pipelines.runner import StageSettings
-    from selfplay.config import load_config
+    from pipelines.config import load_config
     cfg = load_config("configs/arena_sppo.yaml", [f"resources.stall_report_s={stall_s}", f"run_dir={tmp_path}"])
     runner = _runner(by_value, StageSettings.of(cfg, tmp_path / "logs"))
     with caplog.at_level(logging.WARNING, logger="selfplay"):
@@ -331,7 +331,7 @@ def test_the_stall_report_takes_effect(by_value, tmp_path, caplog, stall_s):
 def test_stage_retries_takes_effect(by_value, tmp_path, retries):
     from pipelines.graph import RoundError
     from pipelines.runner import StageSettings
-    from selfplay.config import load_config
+    from pipelines.config import load_config
     cfg = load_config("configs/arena_sppo.yaml", [f"resources.stage_retries={retries}", f"run_dir={tmp_path}"])
     marker = str(tmp_path / "died-once")
     runner, stage = _runner(by_value, StageSettings.of(cfg, None)), _stage("train", tmp_path / "out", "trainer",

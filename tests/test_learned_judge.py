@@ -142,13 +142,14 @@ def test_agreement_counts_sides_of_one_half_and_skips_near_ties():
 # ---------------------------------------------------------------- config and the builtin name
 
 def test_the_config_trains_with_the_builtin_judge_and_evaluates_with_the_oracle():
-    from selfplay.config import load_config
+    from pipelines.config import load_config
     cfg = load_config("configs/arena_sppo_pairrm.yaml")
     assert (cfg.judge.name, cfg.judge.model, cfg.eval_judge.name) == ("pairrm", BUILTIN, "oracle")
 
 
 def test_an_unknown_builtin_judge_is_refused():
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError
+    from pipelines.config import load_config
     with pytest.raises(ConfigError, match=r"^judge\.model: unknown builtin judge 'builtin:arena/other'"):
         load_config(None, ["judge.name=pairrm", "judge.model=builtin:arena/other"])
 
@@ -156,7 +157,7 @@ def test_an_unknown_builtin_judge_is_refused():
 def test_the_registry_builds_the_pairrm_judge_from_the_builtin_asset(small, monkeypatch, data):
     import judges.train_pairrm
     from judges.registry import JudgeContext, build_judge
-    from selfplay.config import load_config
+    from pipelines.config import load_config
 
     roots = []
     monkeypatch.setattr(judges.train_pairrm, "build_judge_asset", lambda root: roots.append(root) or small)
@@ -183,7 +184,7 @@ def test_judge_vs_oracle_on_hand_built_eval_dirs(small, tmp_path):
     from pipelines.evaluate import training_judge_gap
     from pipelines.judge_gap import judge_vs_oracle
     from pipelines.layout import round_paths
-    from selfplay.config import load_config
+    from pipelines.config import load_config
 
     x1, x2 = "Describe the ocean for a painter.", "Tell me about the forest for a traveller."
     old = [("o", x1, ["pine moss oven", "wave"]), ("f", x2, ["tide tide", "fern"])]

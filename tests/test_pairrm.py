@@ -165,7 +165,7 @@ def test_the_eval_judge_is_built_from_eval_judge(tiny, tmp_path, monkeypatch):
     import judges.registry
     from judges.registry import JudgeContext
     from pipelines.evaluate import versus_all
-    from selfplay.config import load_config
+    from pipelines.config import load_config
 
     built, real = [], judges.registry.build_judge
     monkeypatch.setattr(judges.registry, "build_judge",
@@ -179,13 +179,14 @@ def test_the_eval_judge_is_built_from_eval_judge(tiny, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("section", ["judge", "eval_judge"])
 def test_config_refuses_a_bogus_aggregation_in_either_section(section):
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError
+    from pipelines.config import load_config
     with pytest.raises(ConfigError, match=rf"^{section}\.aggregation: sppo or pairwise, got 'bogus'"):
         load_config(None, ["judge.name=pairrm", f"{section}.aggregation=bogus"])
 
 
 def test_an_absent_eval_judge_copies_judge_overrides_included(tmp_path):
-    from selfplay.config import load_config
+    from pipelines.config import load_config
     f = tmp_path / "c.yaml"
     f.write_text("judge:\n  name: oracle\n  aggregation: pairwise\n")
     cfg = load_config(f, ["judge.name=pairrm"])
@@ -216,7 +217,8 @@ def test_cpu_low_precision_paths_reach_the_model(tiny, judge, data, dtype, tol):
 
 
 def test_judge_dtype_is_refused_where_no_judge_reads_it():
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError
+    from pipelines.config import load_config
     with pytest.raises(ConfigError, match="judge.dtype: the oracle judge does not read it"):
         load_config("configs/arena_sppo.yaml", ["judge.dtype=int8"])
     with pytest.raises(ConfigError, match="judge.dtype: auto, float32"):

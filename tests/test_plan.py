@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.plan import build_plan, main
-from selfplay.config import load_config
+from pipelines.config import load_config
 from selfplay.memory import GIB
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import pytest
 
 import selfplay.data as data
 from pipelines.layout import round_paths
-from selfplay.config import DataConfig, load_config
+from selfplay.config import DataConfig
+from pipelines.config import load_config
 from selfplay.data import DataError, check_rounds, round_prompts
 
 

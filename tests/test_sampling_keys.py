@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfplay.config import load_config
+from pipelines.config import load_config
 from selfplay.generation import Request, SamplingSpec
 
 

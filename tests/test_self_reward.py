@@ -9,7 +9,8 @@ from judges.self_reward import (RUBRIC, SelfRewardJudge, build_self_reward_judge
                                 rubric_prompt, score_matrix)
 from selfplay.algorithms import PairContext
 from selfplay.algorithms.sppo import best_worst_pairs
-from selfplay.config import ConfigError, JudgeConfig, load_config
+from selfplay.config import ConfigError, JudgeConfig
+from pipelines.config import load_config
 from selfplay.generation import Completion
 from selfplay.records import JudgedPrompt
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fixtures_policy import build_tiny_policy
-from selfplay.config import ConfigError, load_config
+from selfplay.config import ConfigError
+from pipelines.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from fixtures_wandb import config, history, metric_axes, run_facts
 from pipelines.tracking import TRAIN_KEYS, log_round, read_ledger, run_identity, scalar_metrics, write_ledger
-from selfplay.config import load_config
+from pipelines.config import load_config
 
 METRICS = {"round": 2, "winrate_vs_initial": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 10},
            "winrate_vs_previous": {"mean": 0.55, "ci_low": 0.5, "ci_high": 0.6, "n": 10},

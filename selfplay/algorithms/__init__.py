@@ -1,103 +1,40 @@
-"""The one registry of round algorithms. `algorithm: <name>` in the config picks one.
+"""The one registry of round algorithms, found from this folder. `algorithm: <name>` in the config picks one.
 
-An algorithm says which frozen policies' log-probs its loss needs (computed once per round,
-before training), which comparisons its pair rule reads (the judge stage asks the judge exactly
-those), how judged prompts become training pairs, and its per-example loss.
-
-Nothing here or in the algorithm modules imports torch at import time (the losses are imported where
-they run): the judge stage reads an algorithm's comparisons without paying for torch.
+Every module here is one algorithm: `selfplay/algorithms/<name>.py` defines `ALGORITHM` (a
+selfplay.algorithm.Algorithm) and is the algorithm `<name>`. Adding one is its module, its config and nothing
+else: the tests iterate this registry. A module that fails to import, or defines no ALGORITHM, is an error
+naming it (never silently left out). The record types live in selfplay/algorithm.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+import dataclasses
+import importlib
+import pkgutil
 
-import numpy as np
-
-from selfplay.records import JudgedPrompt, PreferencePair
-
-if TYPE_CHECKING:
-    import torch
-
-Pair = tuple[int, int]
+from selfplay.algorithm import (FULL_MATRIX, Algorithm, Comparisons, Pair, PairContext, PairTensors,  # noqa: F401
+                                all_pairs)
 
 
-@dataclass(frozen=True)
-class PairTensors:
-    """One training batch's log-probs, each [B]; refs maps a reference name to (chosen, rejected)."""
-    policy_chosen: torch.Tensor
-    policy_rejected: torch.Tensor
-    refs: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    chosen_winrate: torch.Tensor
-    rejected_winrate: torch.Tensor
-    target: torch.Tensor
-
-
-@dataclass(frozen=True)
-class PairContext:
-    """What a pair rule may look at besides this round's judgments."""
-    round: int
-    loss: object                                        # LossConfig
-    earlier_preferences: tuple[Path, ...] = ()          # round_1..round_{n-1}/preferences, oldest first
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Comparisons:
-    """Which of a prompt's candidates the judge compares: an algorithm's declaration, which the judge
-    stage follows (judges.base.judge_comparisons).
-
-    next_pairs(m, asked) gets one prompt's K×K matrix so far (M_ij = P(i ≻ j); NaN where not asked, or
-    where the judge abstained) and the K×K mask of the pairs asked, and returns the unordered pairs
-    (i, j) to ask next, [] once the pair rule has all it reads. The stage asks every prompt's next pairs
-    in ONE batched judge call and then calls next_pairs again, so an adaptive plan (INPO's bracket: a
-    match's winner plays the next) costs one judge call per stage of the bracket, not one per match.
-    """
-    name: str    # stored with each judged prompt and in the judge stage's key; "matrix" = every pair
-    next_pairs: Callable[[np.ndarray, np.ndarray], list[Pair]]
-
-
-def all_pairs(m: np.ndarray, asked: np.ndarray) -> list[Pair]:
-    """Every unordered pair not asked yet: the full K×K matrix in one call."""
-    k = m.shape[0]
-    return [(i, j) for i in range(k) for j in range(i + 1, k) if not asked[i, j]]
-
-
-# Win rates against the whole sample (SPPO's row means, best vs worst by win rate) read every entry.
-FULL_MATRIX = Comparisons("matrix", all_pairs)
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    name: str
-    paper: str
-    references: tuple[str, ...]        # "previous" (π_t), "initial" (π_ref), "previous2" (π_{t-1})
-    make_pairs: Callable[[list[JudgedPrompt], PairContext], list[PreferencePair]]
-    # The loss section's keys this algorithm reads (loss.average_logprobs is read by all); any other
-    # loss key set away from its default would be silently ignored, so the config refuses it.
-    loss_keys: tuple[str, ...]
-    loss: Callable[[PairTensors, object], "torch.Tensor"]   # (tensors, LossConfig) -> [B]
-    # What the pair rule reads of the judge (the full matrix serves every rule; SFT never judges).
-    comparisons: Comparisons = FULL_MATRIX
-    # A round whose update is not "reference log-probs, then epochs of the loss, then save" (EGPO's
-    # extragradient) supplies it: update(worker, job) -> TrainResult, built from the operations of
-    # selfplay.worker.Worker so that LoRA, workers, strategy and dtype apply to it as to every other.
-    update: Optional[Callable] = None
-    # Optimizer steps the update takes (sizes the LR schedule): horizon(pairs, cfg); None = epochs × batches.
-    horizon: Optional[Callable] = None
+class RegistryError(ImportError):
+    """An algorithm module that cannot be registered."""
 
 
 def _registry() -> dict[str, Algorithm]:
-    from selfplay.algorithms import sppo
-    algos = [sppo.ALGORITHM]
-    for mod in ("inpo", "dno", "egpo", "apo", "dpo"):  # filled in as each lands
+    found = {}
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg):
         try:
-            m = __import__(f"selfplay.algorithms.{mod}", fromlist=["ALGORITHMS"])
-        except ModuleNotFoundError:
-            continue
-        algos += list(getattr(m, "ALGORITHMS", [getattr(m, "ALGORITHM", None)]))
-    return {a.name: a for a in algos if a is not None}
+            module = importlib.import_module(f"{__name__}.{mod}")
+        except Exception as e:   # any failure: name the module rather than let its algorithm vanish
+            raise RegistryError(f"selfplay/algorithms/{mod}.py failed to import: {type(e).__name__}: {e}") from e
+        algo = getattr(module, "ALGORITHM", None)
+        if not isinstance(algo, Algorithm):
+            raise RegistryError(f"selfplay/algorithms/{mod}.py defines no ALGORITHM (a selfplay.algorithm.Algorithm); "
+                                "every module of selfplay/algorithms/ is one algorithm")
+        if algo.reference is None:
+            raise RegistryError(f"selfplay/algorithms/{mod}.py: its ALGORITHM has no `reference` (the paper's formula "
+                                "of its loss, which the test suite holds its loss against)")
+        found[mod] = dataclasses.replace(algo, name=mod)
+    return found
 
 
 ALGORITHMS: dict[str, Algorithm] = _registry()

@@ -53,7 +53,7 @@ ends) and of SPPO. loss.apo_base selects:
 """
 from __future__ import annotations
 
-from selfplay.algorithms import FULL_MATRIX, Algorithm, PairTensors
+from selfplay.algorithm import FULL_MATRIX, Algorithm, PairTensors
 from selfplay.algorithms.sppo import best_worst_pairs
 
 
@@ -75,7 +75,19 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
                      cfg.eta)
 
 
-ALGORITHMS = [Algorithm(name="apo", loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"),
-                        paper="arXiv 2410.06293 (reconstruction; paper body unread)",
-                        references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss,
-                        comparisons=FULL_MATRIX)]   # both bases: best vs worst by win rate
+def reference(t: PairTensors, cfg) -> "torch.Tensor":
+    """The base loss (SPPO Eq. 4.7 or DPO Eq. 7, as in sppo.py / dpo.py) against the extrapolated reference
+    log π̂ = (1 + α) log π_t − α log π_{t−1} (the reconstruction above)."""
+    import torch.nn.functional as F
+    (vc, vr), (oc, orr), a = t.refs["previous"], t.refs["previous2"], cfg.alpha
+    hc, hr = t.policy_chosen - ((1 + a) * vc - a * oc), t.policy_rejected - ((1 + a) * vr - a * orr)
+    if cfg.apo_base == "dpo":
+        ls = 1 - t.target * (1 - cfg.label_smoothing)
+        return -(1 - ls) * F.logsigmoid(cfg.beta * (hc - hr)) - ls * F.logsigmoid(-cfg.beta * (hc - hr))
+    return ((hc - cfg.eta * (t.chosen_winrate - 0.5)) ** 2 + (hr - cfg.eta * (t.rejected_winrate - 0.5)) ** 2) / 2
+
+
+ALGORITHM = Algorithm(loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"),
+                      paper="arXiv 2410.06293 (reconstruction; paper body unread)",
+                      references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss,
+                      reference=reference, comparisons=FULL_MATRIX)   # both bases: best vs worst by win rate

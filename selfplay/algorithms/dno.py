@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from selfplay.records import score_matrix
-from selfplay.algorithms import Algorithm, Comparisons, PairContext, PairTensors
+from selfplay.algorithm import Algorithm, Comparisons, PairContext, PairTensors
 from selfplay.algorithms.sppo import winrates
 from selfplay.records import JudgedPrompt, PreferencePair, row_to_pair
 
@@ -127,7 +127,17 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return dno_loss(t.policy_chosen, t.policy_rejected, prev_c, prev_r, cfg.beta, target=t.target)
 
 
-ALGORITHMS = [Algorithm(name="dno", loss_keys=("beta", "dno_min_chosen_score", "dno_margin", "dno_student_margin",
-                                               "dno_replay"),
-                        paper="arXiv 2404.03715", references=("previous",),
-                        make_pairs=make_pairs, loss=_loss, comparisons=COMPARISONS)]
+def reference(t: PairTensors, cfg) -> "torch.Tensor":
+    """arXiv 2404.03715 Eq. 12 with a soft target z (the pair's target): −z log σ(βh) − (1 − z) log σ(−βh),
+    h = log π(y_w)/π_t(y_w) − log π(y_l)/π_t(y_l)."""
+    import torch.nn.functional as F
+    (vc, vr) = t.refs["previous"]
+    h = (t.policy_chosen - vc) - (t.policy_rejected - vr)
+    return -t.target * F.logsigmoid(cfg.beta * h) - (1 - t.target) * F.logsigmoid(-cfg.beta * h)
+
+
+ALGORITHM = Algorithm(loss_keys=("beta", "dno_min_chosen_score", "dno_margin", "dno_student_margin", "dno_replay"),
+                      paper="arXiv 2404.03715", references=("previous",), make_pairs=make_pairs, loss=_loss,
+                      reference=reference, comparisons=COMPARISONS,
+                      reads=("data.teacher_column",),   # only DNO's pair rule knows a teacher candidate
+                      needs_scores=True)                # its pairs come from absolute scores (§5.1)

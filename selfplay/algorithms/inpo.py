@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfplay.algorithms import Algorithm, Comparisons, Pair, PairContext, PairTensors, all_pairs
+from selfplay.algorithm import Algorithm, Comparisons, Pair, PairContext, PairTensors, all_pairs
 from selfplay.algorithms.sppo import best_worst_pairs, winrates
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -116,6 +116,13 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return inpo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, prev_c, prev_r, cfg.eta, cfg.tau)
 
 
-ALGORITHMS = [Algorithm(name="inpo", loss_keys=("eta", "tau"),
-                        paper="arXiv 2407.00617", references=("initial", "previous"),
-                        make_pairs=make_pairs, loss=_loss, comparisons=COMPARISONS)]
+def reference(t: PairTensors, cfg) -> "torch.Tensor":
+    """arXiv 2407.00617 Algorithm 1 / Eq. 8: (h − 1/(2η))² with h = log π(y_w)/π̃(y_w) − log π(y_l)/π̃(y_l)
+    against π̃ = π_ref^{τ/η} π_t^{1−τ/η}."""
+    (rc, rr), (vc, vr), w = t.refs["initial"], t.refs["previous"], cfg.tau / cfg.eta
+    h = (t.policy_chosen - t.policy_rejected) - w * (rc - rr) - (1 - w) * (vc - vr)
+    return (h - 1 / (2 * cfg.eta)) ** 2
+
+
+ALGORITHM = Algorithm(loss_keys=("eta", "tau"), paper="arXiv 2407.00617", references=("initial", "previous"),
+                      make_pairs=make_pairs, loss=_loss, reference=reference, comparisons=COMPARISONS)

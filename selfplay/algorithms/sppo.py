@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfplay.algorithms import FULL_MATRIX, Algorithm, PairContext, PairTensors
+from selfplay.algorithm import FULL_MATRIX, Algorithm, PairContext, PairTensors
 from selfplay.records import JudgedPrompt, PreferencePair
 
 
@@ -42,5 +42,12 @@ def _loss(t: PairTensors, cfg) -> "torch.Tensor":
     return sppo_loss(t.policy_chosen, t.policy_rejected, ref_c, ref_r, t.chosen_winrate, t.rejected_winrate, cfg.eta)
 
 
-ALGORITHM = Algorithm(name="sppo", loss_keys=("eta",), paper="arXiv 2405.00675", references=("previous",),
-                      make_pairs=best_worst_pairs, loss=_loss, comparisons=FULL_MATRIX)
+def reference(t: PairTensors, cfg) -> "torch.Tensor":
+    """arXiv 2405.00675 Eq. 4.7 as its code computes it: ½ Σ_{y ∈ {w, l}} (log π(y)/π_t(y) − η (P̂(y ≻ π_t) − ½))²."""
+    (vc, vr), eta = t.refs["previous"], cfg.eta
+    return ((t.policy_chosen - vc - eta * (t.chosen_winrate - 0.5)) ** 2
+            + (t.policy_rejected - vr - eta * (t.rejected_winrate - 0.5)) ** 2) / 2
+
+
+ALGORITHM = Algorithm(loss_keys=("eta",), paper="arXiv 2405.00675", references=("previous",),
+                      make_pairs=best_worst_pairs, loss=_loss, reference=reference, comparisons=FULL_MATRIX)
