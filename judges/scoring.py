@@ -174,11 +174,8 @@ class VLLMScorer:
 def build_scorer(backend: str, path: str, *, device: str, batch_size: int):
     """A local option scorer: hf, vllm, or auto (vLLM when usable here, else HF)."""
     if backend == "auto":
-        try:
-            from selfplay.vllm_backend import vllm_usable
-            backend = "vllm" if vllm_usable() else "hf"
-        except ImportError:
-            backend = "hf"
+        from selfplay.backends import resolve
+        backend = resolve(backend)
     if backend == "vllm":
         try:
             return VLLMScorer(path)

@@ -168,6 +168,7 @@ def _train_prompts(cfg: Config, n: int) -> tuple[str, str]:
 
 def _generation_stage(name: str, stage, cfg: Config, facts: ModelFacts, gpu: float, prompts: str) -> StagePlan:
     """generate, and the sampling half of evaluate: num_engines engines, or the stage actor itself."""
+    from selfplay.backends import planned
     from selfplay.memory import MemoryBudgetError, check_generation, generation_limit, generation_weights
     g = cfg.generation
     actors, res = _holders(stage)
@@ -177,11 +178,11 @@ def _generation_stage(name: str, stage, cfg: Config, facts: ModelFacts, gpu: flo
             check_generation(facts, cfg, gpu)
         except MemoryBudgetError as e:
             problem = f"{name}: {e}"
-        if g.backend != "hf" and g.tensor_parallel_size > res.num_gpus:
+        if planned(g.backend).tensor_parallel and g.tensor_parallel_size > res.num_gpus:
             problem = (f"{name}: generation.tensor_parallel_size={g.tensor_parallel_size} needs that many GPUs per "
                        f"engine; set resources.generation.num_gpus={g.tensor_parallel_size}")
     limit = generation_limit(cfg, gpu) if device == "cuda" else None
-    tp = f" tp{g.tensor_parallel_size}" if g.backend != "hf" and g.tensor_parallel_size > 1 else ""
+    tp = f" tp{g.tensor_parallel_size}" if planned(g.backend).tensor_parallel and g.tensor_parallel_size > 1 else ""
     return StagePlan(name, stage.role, actors, res, device, f"{_short(cfg.model.dtype)} {g.backend}{tp}",
                      Memory(generation_weights(facts, cfg), limit), prompts=prompts, problem=problem)
 

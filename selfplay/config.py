@@ -404,8 +404,11 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
     _check(t.strategy != "fsdp_offload" or cfg.resources.trainer.num_gpus > 0,
            "train.strategy=fsdp_offload moves shards between host and GPU memory; it needs "
            "resources.trainer.num_gpus > 0 (use fsdp or ddp on CPU)")
-    _check(g.tensor_parallel_size == 1 or g.backend != "hf",
-           f"generation.tensor_parallel_size={g.tensor_parallel_size} needs the vllm backend (hf generates on one device)")
+    from selfplay.backends import BACKENDS, planned
+    splitting = " or ".join(n for n, spec in BACKENDS.items() if spec and spec.tensor_parallel)
+    _check(g.tensor_parallel_size == 1 or planned(g.backend).tensor_parallel,
+           f"generation.tensor_parallel_size={g.tensor_parallel_size} needs the {splitting} backend (one that splits "
+           f"a model over GPUs); {g.backend} generates on one device")
     _check(g.tensor_parallel_size <= max(1, cfg.resources.generation.num_gpus),
            f"generation.tensor_parallel_size={g.tensor_parallel_size} needs as many GPUs per engine: set "
            f"resources.generation.num_gpus to {g.tensor_parallel_size}")

@@ -14,7 +14,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
-from selfplay.generation import Completion, Request, SamplingSpec
+from selfplay.sampling import Completion, Request, SamplingSpec
 from selfplay.progress import bar
 
 _M32 = 0xFFFFFFFF

@@ -246,14 +246,16 @@ def generation_weights(facts: ModelFacts, cfg) -> float | None:
     """Per-GPU weight bytes of one generation engine (vLLM splits them over tensor_parallel_size GPUs)."""
     if facts.parameters is None:
         return None
-    tp = cfg.generation.tensor_parallel_size if cfg.generation.backend != "hf" else 1
+    from selfplay.backends import planned
+    tp = cfg.generation.tensor_parallel_size if planned(cfg.generation.backend).tensor_parallel else 1
     return facts.parameters * DTYPE_BYTES[cfg.model.dtype] / tp
 
 
 def generation_limit(cfg, device_bytes: float) -> float:
     """vLLM's weights get at most 0.8 of its gpu_memory_utilization share (the rest is KV cache); HF as the trainer."""
+    from selfplay.backends import planned
     g = cfg.generation
-    if g.backend == "hf":
+    if not planned(g.backend).reserves_gpu_share:
         return TRAINER_SHARE * device_bytes
     return (1 - KV_SHARE) * g.gpu_memory_utilization * device_bytes
 

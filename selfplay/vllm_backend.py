@@ -26,7 +26,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from selfplay.generation import Completion, Request, SamplingSpec
+from selfplay.sampling import Completion, Request, SamplingSpec
 
 
 def _installed(dist: str) -> bool:
