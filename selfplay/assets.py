@@ -188,18 +188,22 @@ def on_topic_share(model, tok, prompts: list[str], samples: int = 2, max_new_tok
     return sum(hits) / max(len(hits), 1)
 
 
+def topical_ready(root: Path, spec: TopicalSpec = TopicalSpec()) -> bool:
+    """Whether root/topical is built, from root's current policy and this spec (nothing is built to know)."""
+    return manifest_key(Path(root) / "topical") == _topical_key(Path(root), spec)
+
+
+def _topical_key(root: Path, spec: TopicalSpec) -> str:
+    return stable_hash({"spec": asdict(spec), "policy": manifest_key(root)})
+
+
 def build_topical(root: Path, spec: TopicalSpec = TopicalSpec()) -> Path:
     """Build (or reuse) root/topical from root/policy; returns it."""
     root = Path(root)
     build_assets(root)
-    out = root / "topical"
-    key = stable_hash({"spec": asdict(spec), "policy": manifest_key(root)})
+    out, key = root / "topical", _topical_key(root, spec)
     if manifest_key(out) == key:
         return out
-    if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0":   # a job (make submit) reads assets, never trains them
-        from selfplay.data import DataError
-        raise DataError(f"the arena's topical policy is missing or stale at {out.absolute()}, and "
-                        "SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
     return build_once(out, key, lambda: _train_topical(root, out, spec, key))
 
 

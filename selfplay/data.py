@@ -51,8 +51,11 @@ def resolve_builtin(src: str) -> str:
         return str(root / "prompts" / name.split("/")[1])
     if name == "arena/sft":
         return str(_arena_sft(root))
-    if name == "arena/topical":   # the Nash arena's initial policy; a job never builds it (see build_topical)
-        from selfplay.assets import build_topical
+    if name == "arena/topical":   # the Nash arena's initial policy
+        from selfplay.assets import build_topical, topical_ready
+        if os.environ.get("SELFPLAY_ASSETS_BUILD", "1") == "0" and not topical_ready(root):   # a job never trains it
+            raise DataError(f"the arena's topical policy is missing or stale at {(root / 'topical').absolute()}, "
+                            "and SELFPLAY_ASSETS_BUILD=0 does not build it in the job: run `make assets` there first")
         return str(build_topical(root))
     raise DataError(f"unknown builtin asset {src!r} (builtin:arena, builtin:arena/train, builtin:arena/eval, "
                     "builtin:arena/sft, builtin:arena/topical)")
