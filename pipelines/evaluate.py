@@ -26,14 +26,10 @@ def eval_judge_resources(cfg: Config):
 
 def versus_all(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict:
     """Round n's eval samples against every earlier round's, with one eval judge (eval_judge:) loaded once."""
-    from judges.registry import build_judge
-    judge = build_judge(cfg.eval_judge.name, cfg.eval_judge, ctx)
-    try:
+    from judges.registry import opened
+    with opened(cfg.eval_judge.name, cfg.eval_judge, ctx) as judge:
         return {f"round_{k}": compare_rounds(new_dir, round_paths(run_dir, k).eval_generations, judge, cfg)
                 for k in range(n)}
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
 
 
 def eval_judging(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> tuple[dict, dict | None]:
@@ -42,12 +38,13 @@ def eval_judging(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> tuple
 
 
 def training_judge_gap(run_dir: str, n: int, new_dir: Path, cfg: Config, ctx) -> dict | None:
-    """On the arena, when the round trains with a judge other than the oracle that evaluates it: that judge's
-    win rate vs the initial policy next to the oracle's on the same pairs (pipelines/judge_gap.py)."""
+    """On the arena, when the round trains with a judge that does not know the arena's truth and is evaluated
+    by one that does (JudgeSpec.plays_arena): that judge's win rate vs the initial policy next to the truth's
+    on the same pairs (pipelines/judge_gap.py)."""
+    from judges.registry import judge_spec, uses_arena
     from pipelines.judge_gap import judge_vs_oracle
-    from selfplay.config import uses_arena
 
-    if cfg.judge.name == "oracle" or cfg.eval_judge.name != "oracle" or not uses_arena(cfg):
+    if judge_spec(cfg.judge.name).plays_arena or not judge_spec(cfg.eval_judge.name).plays_arena or not uses_arena(cfg):
         return None
     return judge_vs_oracle(run_dir, n, new_dir, cfg, ctx)
 
