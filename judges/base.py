@@ -1,17 +1,12 @@
 """The one judge interface: P(a ≻ b | prompt) as a probability, NaN meaning "abstained".
 
-Every judge is a plain object with a ``name`` and a batched ``compare``. The judge stage asks it the
-comparisons the round's algorithm declares (:func:`judge_comparisons`: the full matrix, INPO's bracket,
-EGPO's pairs against y″), each in one batched call, in the orders the judge needs (:func:`ask_pairs`).
-A judge with a native ``matrices`` is asked for the whole matrix instead, unless it says its answers
-are independent pairs. Optional attributes a judge may declare:
-
-* ``order_symmetric = True``: compare(a, b) = 1 − compare(b, a) exactly in meaning (the oracle), so
-  one order per pair is asked;
-* ``both_orders = True``: compare already asks both orders and averages them (LLM, pair-PM judges),
-  so it is called once per pair and counted as two queries;
-* ``independent_pairs = True`` (with ``matrices``): each pair's answer depends on the prompt and the
-  two responses only, so a subset of the pairs gives the same numbers as the whole matrix.
+Every judge is a plain object that declares the whole :class:`Judge` protocol: its name, three flags
+saying how it may be asked, a batched ``compare``, and the optional capabilities, each either
+implemented or answered with its documented "none" value, so generic code asks and never probes.
+The judge stage asks it the comparisons the round's algorithm declares (:func:`judge_comparisons`:
+the full matrix, INPO's bracket, EGPO's pairs against y″), each in one batched call, in the orders
+the judge needs (:func:`ask_pairs`), or, for a judge whose answers are not independent pairs, its
+whole ``matrices``.
 
 Judges never see Ray: ``pipelines/actors.py`` wraps them.
 """
@@ -25,10 +20,44 @@ import numpy as np
 
 
 class Judge(Protocol):
+    """Everything generic code may ask a judge. A judge without a capability still declares it and
+    answers the "none" value named here (no base class: each judge spells out its own)."""
+
     name: str
+    # compare(a, b) = 1 − compare(b, a) exactly in meaning (the oracle): one order per pair is asked.
+    order_symmetric: bool
+    # compare already asks both orders and averages them (LLM, pair-PM judges): it is called once per
+    # pair and counted as two queries.
+    both_orders: bool
+    # Each pair's answer depends on the prompt and the two responses only, so the judge stage may ask
+    # just the pairs an algorithm reads; False: it asks ``matrices`` for every prompt's whole set.
+    independent_pairs: bool
 
     def compare(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """P(a[i] ≻ b[i] | prompts[i]) for each i, shape [N]; NaN where the judge abstained."""
+        ...
+
+    def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray] | None:
+        """Per prompt the K×K matrix P(r_i ≻ r_j) from the whole set of responses (PairRM's aggregate,
+        the score-based judges). None: the judge is asked by pairs only (independent_pairs)."""
+        ...
+
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray] | None:
+        """Per prompt an absolute score per response (stored as JudgedPrompt.scores; DNO's pair rule
+        reads them). None: the judge gives no absolute scores."""
+        ...
+
+    def consistency(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                    responses: Sequence[Sequence[str]]) -> dict[str, float] | None:
+        """A consistency rate C per prompt id for the prompts just judged (CREAM). None: no rate (C = 1)."""
+        ...
+
+    def diagnostics(self) -> dict:
+        """The judge's own counters (parse failures, order disagreements, ...). {}: none."""
+        ...
+
+    def close(self) -> None:
+        """Free what the judge holds (models, engines). Nothing to free: does nothing."""
         ...
 
 
@@ -60,12 +89,6 @@ class JudgeStats:
         }
 
 
-def asks_pairs(judge: Judge) -> bool:
-    """Whether the judge can be asked only some pairs (see the module docstring). A native ``matrices``
-    (PairRM's aggregated scores, the score-based judges) is taken to need the whole set of responses."""
-    return bool(getattr(judge, "independent_pairs", not hasattr(judge, "matrices")))
-
-
 def preference_matrices(
     judge: Judge, prompts: Sequence[str], responses: Sequence[Sequence[str]], stats: JudgeStats | None = None
 ) -> list[np.ndarray]:
@@ -81,9 +104,9 @@ def judge_comparisons(judge: Judge, prompts: Sequence[str], responses: Sequence[
 
     Each round collects every prompt's next pairs and asks them in ONE batched call, then asks the plan
     again with the answers filled in, until no prompt wants more: an adaptive plan keeps its batching.
-    A judge that cannot answer pairs alone (:func:`asks_pairs`) gives its whole matrix instead."""
+    A judge whose answers are not independent pairs gives its whole matrix instead."""
     stats = stats if stats is not None else JudgeStats()
-    if not asks_pairs(judge):
+    if not judge.independent_pairs:
         return _native_matrices(judge, prompts, responses, stats)
     mats = [_unasked(len(rs)) for rs in responses]
     asked = [np.eye(len(rs), dtype=bool) for rs in responses]
@@ -133,9 +156,9 @@ def ask_pairs(judge: Judge, prompts: Sequence[str], a: Sequence[str], b: Sequenc
     the same call, averaged over the non-NaN answers, so position bias cancels."""
     stats = stats if stats is not None else JudgeStats()
     n = len(prompts)
-    single = getattr(judge, "order_symmetric", False)
+    single = judge.order_symmetric
     t0 = time.perf_counter()
-    if single or getattr(judge, "both_orders", False):
+    if single or judge.both_orders:
         probs = np.asarray(judge.compare(list(prompts), list(a), list(b)), dtype=np.float64) if n else np.zeros(0)
         per_pair = 1 if single else 2
         stats.pairs += per_pair * n

@@ -1,6 +1,6 @@
 """Make llm-blender 0.0.2 importable and usable on transformers 5.
 
-llm-blender is optional: our PairRM judge (``judges/pairrm.py``) is native and never imports it.
+llm-blender is optional: our PairRM judge (``judges/pairrm_model.py``) is native and never imports it.
 It is only needed to cross-check our scores against the original (tests, ``scripts/bench_pairrm.py``).
 llm-blender 0.0.2 breaks on transformers 5 in three places (see research/environment.md §1):
 

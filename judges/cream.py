@@ -41,9 +41,12 @@ from __future__ import annotations
 import gc
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+
+from judges.spec import JudgeContext, JudgeSpec, actor_device
+from judges.sizing import policy_label, the_policy
 
 
 def ordinal_ranks(scores: Sequence[float]) -> np.ndarray:
@@ -88,6 +91,9 @@ def _same(a: str, b: str) -> bool:
 
 class CreamJudge:
     name = "cream"
+    order_symmetric = False      # compare is σ(r_a − r_b); asked both orders as it always was
+    both_orders = False
+    independent_pairs = False    # the matrix (and C) come from the rewards of the whole set: asked whole
 
     def __init__(self, policy: str, previous: str = "", reference: str = "", *, mode: str = "per_prompt",
                  device: str = "cpu", batch_size: int = 32, max_length: int = 1024):
@@ -189,6 +195,9 @@ class CreamJudge:
             return {pid: mean for pid in rates}
         return {pid: (mean if c is None else float(c)) for pid, c in rates.items()}
 
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None   # implicit rewards rank within the round; DNO's pair rule is not fed from them
+
     def diagnostics(self) -> dict:
         return {
             "reward": self.reward_kind(self.policy),
@@ -200,8 +209,30 @@ class CreamJudge:
         }
 
 
-def build_cream_judge(cfg, ctx) -> CreamJudge:
+    def close(self) -> None:
+        pass   # each model is freed as soon as its rewards are computed (_logprobs)
+
+
+def build_cream_judge(cfg, ctx: JudgeContext) -> CreamJudge:
     """The policies' implicit rewards on ctx.device; judge.consistency was checked by the config."""
-    from judges.registry import actor_device
     return CreamJudge(ctx.policy, ctx.previous_policy, ctx.reference_policy, mode=cfg.consistency,
                       device=actor_device(ctx), batch_size=cfg.batch_size)
+
+
+def _check(cfg) -> Iterator[str]:
+    if cfg.consistency == "mean" and cfg.num_actors > 1:
+        yield "num_actors: the cream judge's consistency=mean spans all prompts; use one judge actor or per_prompt"
+
+
+def _needs_sft(cfg, where: str) -> Iterator[str]:
+    """Training with CREAM needs an SFT model beside the base (the evaluation compares, it has no C)."""
+    if where == "judge" and not cfg.init.sft_data:
+        yield ("name=cream: CREAM's consistency compares the policy's ranking with the previous model's, and in "
+               "round 1 that needs an SFT model M1 beside the base M0 (CREAM starts from SFT; without it the two "
+               "models are the same, C = 1 everywhere and round 1 is plain unregularised self-rewarding). Set "
+               "init.sft_data to a prompt/response dataset (the arena has builtin:arena/sft)")
+
+
+JUDGE = JudgeSpec(build_cream_judge, check=_check, cross_check=_needs_sft,
+                  budget=lambda cfg, policy, device, dtype: the_policy(policy, device, dtype),
+                  dtype_label=lambda cfg, device, dtype: policy_label(device, dtype))

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from judges.spec import JudgeContext, JudgeSpec
+from judges.sizing import NO_MODEL, no_model
 from selfplay.arena import DEFAULT_RULES, ArenaRules, assess, oracle_probability
 
 
@@ -20,6 +22,8 @@ class OracleJudge:
 
     name = "oracle"
     order_symmetric = True   # P(a ≻ b) + P(b ≻ a) = 1 by construction: one order per pair is asked
+    both_orders = False
+    independent_pairs = True
 
     def __init__(self, rules: ArenaRules = DEFAULT_RULES):
         self.rules = rules
@@ -35,3 +39,26 @@ class OracleJudge:
     def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per prompt, the quality of each of its responses."""
         return [self.score([p] * len(rs), list(rs)) for p, rs in zip(prompts, responses)]
+
+    def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None   # asked by pairs
+
+    def consistency(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                    responses: Sequence[Sequence[str]]) -> None:
+        return None
+
+    def diagnostics(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _build(cfg, ctx: JudgeContext) -> OracleJudge:
+    return OracleJudge(ctx.arena)   # the config's arena: section, carried by the context
+
+
+JUDGE = JudgeSpec(_build, budget=lambda cfg, policy, device, dtype: no_model("no model"),
+                  dtype_label=lambda cfg, device, dtype: NO_MODEL,
+                  scores=lambda cfg: True,   # the arena's quality q(y)
+                  plays_arena=True)

@@ -49,7 +49,9 @@ from typing import Sequence
 
 import numpy as np
 
-from judges.pair_pm import load_model, release
+from judges.pair_pm import check_local_model, load_model, local_model_budget, release
+from judges.spec import JudgeContext, JudgeSpec, actor_device
+from judges.sizing import checkpoint_label
 
 # TRL v0.13.0 trl/trainer/judges.py:35-57 (DEFAULT_PAIRWISE_SYSTEM_PROMPT up to "## Task"), after str.format.
 QUERY_TEMPLATE = '''I require a leaderboard for various large language models. I'll provide you with prompts given to \
@@ -109,6 +111,9 @@ class PairClassifierJudge:
     """A 2-class pairwise sequence classifier, each query randomly order-flipped (see the module doc)."""
 
     name = "pair_classifier"
+    order_symmetric = False   # one random order per query: position bias becomes noise (module doc)
+    both_orders = False
+    independent_pairs = True
 
     def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 8, seed: int = 0,
                  shuffle_order: bool = True, roles: bool = True):
@@ -165,6 +170,16 @@ class PairClassifierJudge:
         # unflipped: P(first = a better) = class 0; flipped: first = b, so P(a better) = P(second better) = class 1
         return probs[np.arange(len(texts)), np.where(flip, 1 - FIRST_BETTER, FIRST_BETTER)]
 
+    def matrices(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None   # asked by pairs
+
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None
+
+    def consistency(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                    responses: Sequence[Sequence[str]]) -> None:
+        return None
+
     def diagnostics(self) -> dict[str, float]:
         return {"model_queries": self.queries, "flipped_queries": self.flipped}
 
@@ -173,7 +188,10 @@ class PairClassifierJudge:
         release()
 
 
-def build_pair_classifier_judge(cfg, ctx) -> PairClassifierJudge:
+def build_pair_classifier_judge(cfg, ctx: JudgeContext) -> PairClassifierJudge:
     """judge.model on the judge actor's device; flips seeded by ctx.seed; judge.batch_size rows a pass."""
-    from judges.registry import actor_device
     return PairClassifierJudge(cfg.model, device=actor_device(ctx), batch_size=cfg.batch_size, seed=ctx.seed)
+
+
+JUDGE = JudgeSpec(build_pair_classifier_judge, budget=local_model_budget, check=check_local_model,
+                  dtype_label=lambda cfg, device, dtype: checkpoint_label(device))

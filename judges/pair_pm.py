@@ -41,9 +41,14 @@ pair once (M_ji = 1 − M_ij). The judge never abstains.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import os
+import re
+from typing import Iterator, Sequence
 
 import numpy as np
+
+from judges.spec import JudgeContext, JudgeSpec, actor_device
+from judges.sizing import checkpoint_label, own_checkpoint
 
 # RLHF-Reward-Modeling pair-pm/README.md; get_pref_single.py:63 (``tokenizer_plain.chat_template``).
 CONTEXT_TEMPLATE = ("\n{% for message in messages %}{% if loop.index0 % 2 == 0 %}\n\n<turn> user\n "
@@ -89,6 +94,7 @@ class PairPMJudge:
     """RLHFlow pair-preference LM, both orders averaged (see the module docstring)."""
 
     name = "pair_pm"
+    order_symmetric = False
     both_orders = True   # compare() already covers both orders (judges.base.cross_preferences asks once)
     independent_pairs = True   # one pair per query: the judge stage may ask only the pairs it needs
 
@@ -172,6 +178,13 @@ class PairPMJudge:
         from judges.base import symmetric_matrices
         return symmetric_matrices(self.compare, prompts, responses)
 
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None
+
+    def consistency(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                    responses: Sequence[Sequence[str]]) -> None:
+        return None
+
     def diagnostics(self) -> dict[str, float]:
         return {
             "model_queries": self.queries,
@@ -185,7 +198,29 @@ class PairPMJudge:
         release()
 
 
-def build_pair_pm_judge(cfg, ctx) -> PairPMJudge:
+def build_pair_pm_judge(cfg, ctx: JudgeContext) -> PairPMJudge:
     """judge.model (a checkpoint path or hub id) on the judge actor's device; judge.batch_size rows a pass."""
-    from judges.registry import actor_device
     return PairPMJudge(cfg.model, device=actor_device(ctx), batch_size=cfg.batch_size)
+
+
+def check_local_model(cfg) -> Iterator[str]:
+    """pair_pm / pair_classifier: a local model (a checkpoint path or hub id) run with transformers."""
+    if not cfg.model:
+        yield f"model: the {cfg.name} judge needs a checkpoint path or hub id"
+    elif not os.path.isdir(cfg.model) and (cfg.model.startswith((".", "/", "~"))
+                                           or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", cfg.model)):
+        yield f"model: {cfg.model!r} is neither a checkpoint directory nor a hub id (org/name)"
+    if cfg.endpoint:
+        yield f"endpoint: the {cfg.name} judge runs its model locally; endpoint is for the llm judge"
+    if cfg.backend == "vllm":   # auto resolves to hf for these judges
+        yield f"backend: the {cfg.name} judge runs on transformers (hf or auto), got {cfg.backend!r}"
+
+
+def local_model_budget(cfg, policy, device: str, dtype: str):
+    """pair_pm / pair_classifier: their own checkpoint (the checkpoint's dtype on a GPU, bf16 for the
+    published ones), sized when it is on disk."""
+    return own_checkpoint(cfg.model, device)
+
+
+JUDGE = JudgeSpec(build_pair_pm_judge, budget=local_model_budget, check=check_local_model,
+                  dtype_label=lambda cfg, device, dtype: checkpoint_label(device))

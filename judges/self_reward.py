@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from judges.spec import JudgeContext, JudgeSpec, actor_device
+from judges.sizing import policy_label, the_policy
 from selfplay.records import score_matrix  # noqa: F401  (scores → P matrix; judges and DNO share it)
 
 RUBRIC = """Review the user's question and the corresponding response using the additive 5-point scoring system \
@@ -102,6 +104,9 @@ def response_seed(seed: int, prompt: str, response: str) -> int:
 
 class SelfRewardJudge:
     name = "self_reward"
+    order_symmetric = False      # compare scores each response alone, but is asked both orders as it always was
+    both_orders = False
+    independent_pairs = False    # the matrix comes from one score per response: asked whole
 
     def __init__(self, policy: str, *, mode: str = "sample", samples: int = 3, backend: str = "hf",
                  device: str = "cpu", batch_size: int = 32, seed: int = 0, temperature: float = 0.7,
@@ -196,6 +201,13 @@ class SelfRewardJudge:
         from judges.base import compare_by_scores
         return compare_by_scores(self.score, prompts, a, b)
 
+    def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> None:
+        return None   # its scores rank within the round; DNO's pair rule is not fed from them
+
+    def consistency(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                    responses: Sequence[Sequence[str]]) -> None:
+        return None
+
     def diagnostics(self) -> dict[str, float]:
         return {
             "score_mode": self.mode,
@@ -213,14 +225,17 @@ class SelfRewardJudge:
             self._model = None
 
 
-def build_self_reward_judge(cfg, ctx) -> SelfRewardJudge:
+def build_self_reward_judge(cfg, ctx: JudgeContext) -> SelfRewardJudge:
     """The policy judging itself on ctx.device; the config's values were checked by
     judges.registry.check_judge_config."""
-    from judges.registry import actor_device
-
     if not ctx.policy:
         raise ValueError("the self_reward judge scores with the round's policy, but the judge context names none")
     return SelfRewardJudge(ctx.policy, mode=cfg.score_mode, samples=cfg.samples, backend=cfg.backend,
                            device=actor_device(ctx), batch_size=cfg.batch_size,
                            seed=ctx.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                            max_new_tokens=cfg.max_new_tokens or DEFAULT_SAMPLE_TOKENS)
+
+
+JUDGE = JudgeSpec(build_self_reward_judge,
+                  budget=lambda cfg, policy, device, dtype: the_policy(policy, device, dtype),
+                  dtype_label=lambda cfg, device, dtype: policy_label(device, dtype))

@@ -1,6 +1,6 @@
 """`make assets`: a small PairRM-format judge trained on the arena oracle's preferences.
 
-The checkpoint has PairRM's layout and input format exactly (``judges/pairrm.py``): a DeBERTa-v2
+The checkpoint has PairRM's layout and input format exactly (``judges/pairrm_model.py``): a DeBERTa-v2
 cross-encoder over ``[CLS]<|source|>x[SEP][CLS]<|candidate1|>a[SEP][CLS]<|candidate2|>b[SEP]`` and a
 2-layer tanh head on the three prefix tokens. Training goes through :class:`PairRMJudge` itself
 (its tokenisation, its network), so the judge is trained on the very inputs it is later asked.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from judges.pairrm import PREFIXES, PairRMJudge
+from judges.pairrm_model import PREFIXES, PairRMJudge, net_logits
 from selfplay.arena import DEFAULT_RULES, ArenaRules, oracle_probability
 from selfplay.arena_pairs import LabelledPair, draw_pairs, policy_samples
 from selfplay.artifacts import atomic_dir, build_once, manifest_key, stable_hash
@@ -168,7 +168,7 @@ def pair_logits(judge: PairRMJudge, pairs: list[LabelledPair]):
     for row, (s, _) in enumerate(seqs):
         ids[row, :len(s)] = torch.tensor(s)
         mask[row, :len(s)] = 1
-    logits = judge.net(ids, mask, torch.tensor([p for _, p in seqs]))
+    logits = net_logits(judge.net, ids, mask, torch.tensor([p for _, p in seqs]))
     return logits[:len(pairs)] - logits[len(pairs):]
 
 

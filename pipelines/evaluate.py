@@ -26,13 +26,9 @@ def eval_judge_resources(cfg: Config):
 def versus_all(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> dict:
     """Round n's eval samples against every earlier round's (`earlier`: the eval dirs of rounds 0..n-1), with
     one eval judge (eval_judge:) loaded once."""
-    from judges.registry import build_judge
-    judge = build_judge(cfg.eval_judge.name, cfg.eval_judge, ctx)
-    try:
+    from judges.registry import opened
+    with opened(cfg.eval_judge.name, cfg.eval_judge, ctx) as judge:
         return {f"round_{k}": compare_rounds(new_dir, Path(d) / "generations", judge, cfg) for k, d in enumerate(earlier)}
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
 
 
 def eval_judging(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> tuple[dict, dict | None]:
@@ -41,13 +37,15 @@ def eval_judging(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> tuple[
 
 
 def training_judge_gap(earlier: list[Path], new_dir: Path, cfg: Config, ctx) -> dict | None:
-    """On the arena, when the round trains with a judge other than the oracle that evaluates it: that judge's
-    win rate vs the initial policy next to the oracle's on the same pairs (pipelines/judge_gap.py)."""
+    """On the arena, when the round trains with a judge that does not know the arena's truth and is evaluated
+    by one that does (JudgeSpec.plays_arena): that judge's win rate vs the initial policy next to the truth's
+    on the same pairs (pipelines/judge_gap.py)."""
+    from judges.registry import judge_spec, uses_arena
     from pipelines.judge_gap import judge_vs_oracle
-    from selfplay.config import uses_arena
 
-    if not earlier or cfg.judge.name == "oracle" or cfg.eval_judge.name != "oracle" or not uses_arena(cfg):
-        return None   # round 0 has nothing to compare with
+    if not earlier or judge_spec(cfg.judge.name).plays_arena or not judge_spec(cfg.eval_judge.name).plays_arena \
+            or not uses_arena(cfg):
+        return None   # round 0 has nothing to compare with; a judge that knows the truth has no gap to it
     return judge_vs_oracle(Path(earlier[0]) / "generations", new_dir, cfg, ctx)
 
 
@@ -246,7 +244,7 @@ def assemble_metrics(earlier: list[Path], n: int, cfg: Config, versus: dict, gen
 def arena_metrics(generations: Path, cfg: Config) -> dict:
     """On the arena's game: exploitability (distance from Nash), the style mix and mean quality of the
     eval samples (selfplay/exploitability.py); nothing elsewhere, where no best response is known."""
-    from selfplay.config import uses_arena
+    from judges.registry import uses_arena
     from selfplay.exploitability import exploitability, mean_quality, style_mix
 
     if not uses_arena(cfg):

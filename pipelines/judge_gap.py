@@ -35,10 +35,10 @@ class JudgeGap:
 
 def judge_vs_oracle(baseline: Path, new_dir: Path, cfg: Config, ctx) -> dict | None:
     """Round n's eval samples (in `new_dir`) against round 0's (`baseline`: its eval generations), by the
-    training judge and by the oracle.
+    training judge and by the arena's truth.
 
-    None when a prompt is not an arena prompt (no oracle there). `ctx` is the evaluate stage's judge context
-    (device, the config's arena rules for the oracle)."""
+    None when a prompt is not an arena prompt (no truth there). `ctx` is the evaluate stage's judge context
+    (device, the config's arena rules)."""
     from pipelines import stats as st
     from selfplay.arena import prompt_topic
 
@@ -46,8 +46,8 @@ def judge_vs_oracle(baseline: Path, new_dir: Path, cfg: Config, ctx) -> dict | N
     if not prompts or any(prompt_topic(p) is None for p in prompts):
         return None
     shape = [len(a) * len(b) for a, b in zip(new, old)]
-    p_judge = _judged(cfg.judge.name, cfg, ctx, prompts, new, old)
-    p_oracle = _judged("oracle", cfg, ctx, prompts, new, old)   # ctx carries the config's arena rules
+    p_judge = _judged(cfg, ctx, prompts, new, old)
+    p_oracle = _truth(ctx.arena, prompts, new, old)   # ctx carries the config's arena rules
     s_judge = st.winrate_summary(_rows(p_judge, shape), method="bootstrap")
     s_oracle = st.winrate_summary(_rows(p_oracle, shape), method="bootstrap")
     decided = np.abs(p_oracle - 0.5) > NEAR_TIE
@@ -57,17 +57,22 @@ def judge_vs_oracle(baseline: Path, new_dir: Path, cfg: Config, ctx) -> dict | N
                            float(agree.mean()) if agree.size else float("nan")))
 
 
-def _judged(name: str, cfg: Config, ctx, prompts: list[str], new: list[list[str]], old: list[list[str]]) -> np.ndarray:
-    """Every (new, old) pair's P(new ≻ old), both orders averaged (as evaluate's compare_rounds asks), flat."""
+def _judged(cfg: Config, ctx, prompts: list[str], new: list[list[str]], old: list[list[str]]) -> np.ndarray:
+    """The training judge's P(new ≻ old) for every (new, old) pair, both orders averaged (as evaluate's
+    compare_rounds asks), flat."""
     from judges.base import JudgeStats, cross_preferences
-    from judges.registry import build_judge
+    from judges.registry import opened
 
-    judge = build_judge(name, cfg.judge, ctx)   # the oracle reads no key of the section
-    try:
+    with opened(cfg.judge.name, cfg.judge, ctx) as judge:
         return np.concatenate([m.reshape(-1) for m in cross_preferences(judge, prompts, new, old, JudgeStats())])
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
+
+
+def _truth(rules, prompts: list[str], new: list[list[str]], old: list[list[str]]) -> np.ndarray:
+    """The arena's P(new ≻ old) under `rules` for every pair, flat in _judged's order: what the oracle
+    judge answers (it is order-symmetric, so both orders agree)."""
+    from selfplay.arena import oracle_probability
+    return np.array([oracle_probability(p, a, b, rules) for p, rs, os_ in zip(prompts, new, old)
+                     for a in rs for b in os_], dtype=np.float64)
 
 
 def paired_samples(new_dir: Path, old_dir: Path) -> tuple[list[str], list[list[str]], list[list[str]]]:

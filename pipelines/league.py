@@ -73,7 +73,8 @@ def load_entrants(names: list[str], rounds: int, run_dir: str, args: list[str], 
     or LeagueError naming the first problem, before Ray starts or anything is written."""
     from pipelines.preflight import preflight
     from pipelines.graph import RoundError
-    from selfplay.config import ConfigError, uses_arena
+    from judges.registry import uses_arena
+    from selfplay.config import ConfigError
     from pipelines.config import load_config
 
     known = known_entrants()

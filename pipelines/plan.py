@@ -202,9 +202,11 @@ def _with_judge(s: StagePlan, cfg: Config, where: str, facts: ModelFacts, gpu: f
     """Fill in the judge section `where` (judge | eval_judge): its model, dtype, memory and limit."""
     import dataclasses
 
-    from selfplay.memory import TRAINER_SHARE, judge_budget
+    from judges.registry import judge_spec
+    from selfplay.memory import TRAINER_SHARE
     j = getattr(cfg, where)
-    b = judge_budget(j, facts, s.device, cfg.model.dtype)
+    spec = judge_spec(j.name)
+    b = spec.budget(j, facts, s.device, cfg.model.dtype)
     on_gpu = s.device == "cuda" and b.bytes != 0
     limit = TRAINER_SHARE * gpu if on_gpu else None
     problem = ""
@@ -213,9 +215,7 @@ def _with_judge(s: StagePlan, cfg: Config, where: str, facts: ModelFacts, gpu: f
                    f"{TRAINER_SHARE:g} × {gpu / GIB:.0f} GiB = {limit / GIB:.1f} GiB is the limit")
     size = "" if b.parameters in (None, 0) else f" ({_count(b.parameters)})"
     unknown = " (not on disk: unsized)" if b.parameters is None else ""
-    dtype = "—" if b.bytes == 0 else ("fp32" if s.device == "cpu" else
-                                     _short(cfg.model.dtype) if j.name in ("self_reward", "cream") else
-                                     "fp16" if j.name == "pairrm" else "bf16")
+    dtype = spec.dtype_label(j, s.device, cfg.model.dtype)
     return dataclasses.replace(s, dtype=dtype, memory=Memory(b.bytes, limit), problem=problem,
                                judge=f"{j.name}: {b.model}{size}{unknown}")
 

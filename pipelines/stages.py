@@ -143,36 +143,34 @@ def judge(generations: Path, cfg: Config, ctx, out: Path, *, fan_out=run_here) -
 
 def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     """One judge over some prompts' samples: (JudgedPrompt per prompt, JudgeStats, the judge's own diagnostics)."""
-    from judges.base import JudgeStats, asks_pairs, judge_comparisons
-    from judges.registry import build_judge
+    from judges.base import JudgeStats, judge_comparisons
+    from judges.registry import opened
     from selfplay.algorithms import get_algorithm
     from selfplay.records import JudgedPrompt
     from selfplay.teacher import teacher_index
 
-    j = build_judge(cfg.judge.name, cfg.judge, ctx)
     stats = JudgeStats()
     ids, prompts = [pid for pid, _, _ in groups], [p for _, p, _ in groups]
     responses = [[r["response"] for r in rs] for _, _, rs in groups]
     plan = get_algorithm(cfg.algorithm).comparisons
-    mats = judge_comparisons(j, prompts, responses, plan.next_pairs, stats)
-    asked = plan.name if asks_pairs(j) else "matrix"   # a judge that gives only whole matrices gave one
+    with opened(cfg.judge.name, cfg.judge, ctx) as j:
+        mats = judge_comparisons(j, prompts, responses, plan.next_pairs, stats)
+        asked = plan.name if j.independent_pairs else "matrix"   # a judge that gives only whole matrices gave one
+        cons = j.consistency(ids, prompts, responses)   # CREAM: a rate per prompt, from the scores just computed
+        # a scoring judge (llm rubric mode, oracle): absolute scores per response, for DNO's pair rule (memoised by
+        # the rubric judge, so no second request)
+        scores = j.score_groups(prompts, responses)
+        name, own = j.name, j.diagnostics()   # judge-specific counters (parse failures, both-order disagreements, ...)
     extra: dict = {"comparisons": asked}
-    cons = {pid: 1.0 for pid in ids}
-    if hasattr(j, "consistency"):  # CREAM: a consistency rate per prompt, from the scores just computed
-        cons = j.consistency(ids, prompts, responses)
+    if cons is not None:
         extra["consistency_mean"] = float(np.mean([cons[pid] for pid in ids])) if ids else float("nan")
-    # a scoring judge (llm rubric mode, oracle): absolute scores per response, for DNO's pair rule (memoised by the
-    # rubric judge, so no second request)
-    scores = j.score_groups(prompts, responses) if hasattr(j, "score_groups") else [np.zeros(0)] * len(groups)
-    judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), j.name,
+    cons = {pid: 1.0 for pid in ids} if cons is None else cons
+    scores = [np.zeros(0)] * len(groups) if scores is None else scores
+    judged = [JudgedPrompt(pid, p, [r["response"] for r in rs], [r["n_tokens"] for r in rs], m.tolist(), name,
                            consistency=float(cons[pid]), scores=[float(x) for x in s], teacher_idx=teacher_index(rs),
                            comparisons=asked)
               for (pid, p, rs), m, s in zip(groups, mats, scores)]
-    diag = {"judge": j.name, **extra}
-    if hasattr(j, "diagnostics"):  # judge-specific counters (parse failures, both-order disagreements, ...)
-        diag.update(j.diagnostics())
-    if hasattr(j, "close"):
-        j.close()
+    diag = {"judge": name, **extra, **own}
     return judged, stats, diag
 
 
@@ -270,7 +268,8 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
 
 
 def trainer_judge(*, cfg: Config, judge_ctx):
-    """The round's judge built inside the trainer (online updates judge every step), on the trainer's device."""
+    """The round's judge built inside the trainer (online updates judge every step), on the trainer's device;
+    the trainer holds it across its steps and closes it."""
     import dataclasses
 
     from judges.registry import build_judge

@@ -206,11 +206,6 @@ class Config:
     arena: ArenaRules = field(default_factory=ArenaRules)
 
 
-def uses_arena(cfg: "Config") -> bool:
-    """Whether this config plays the arena's game: an oracle judges, or the eval prompts are the arena's."""
-    return "oracle" in (cfg.judge.name, cfg.eval_judge.name) or cfg.data.eval_prompts.startswith("builtin:arena")
-
-
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")

@@ -19,8 +19,8 @@ sgd 0; c bytes per value of model.dtype, the compute dtype: bf16/fp16 2, fp32 4)
                      (sharded like the policy under fsdp); transient
   generation (vLLM)  c·n / tensor_parallel_size of weights, at most 0.8 of the
                      gpu_memory_utilization share of the GPU (the rest is KV cache)
-  judges             PairRM ≈ 0.44e9 parameters (DeBERTa-v3-large) in fp16; LLM judges their checkpoint
-                     in bf16; self-reward and CREAM the policy in the compute dtype; oracle and API none
+  judges             each judge declares the weights it holds and their dtype (judges/: JudgeSpec.budget,
+                     judge_weights here); nothing for a judge that loads no model
 
 Activations are not counted: train.batch_size × model.max_length decide them, and the 10% left
 under the trainer's limit (0.9 × GPU) is the room they get. docs/cluster.md tabulates these numbers.
@@ -41,7 +41,6 @@ DEFAULT_LAYERS = 32          # sizes FSDP's gathered units when the layer count 
 LORA_WIDTH_PER_LAYER = 21.5  # Σ (in + out) / hidden over a decoder layer's linears: attention's 4 projections
                              # of ~2h each (8h) + the MLP's 3 of ~4.5h each (13.5h); an estimate for models
                              # without a local config.json (grouped-query attention makes it smaller)
-PAIRRM_PARAMETERS = 0.44e9   # llm-blender/PairRM: a DeBERTa-v3-large backbone
 
 
 class MemoryBudgetError(RuntimeError):
@@ -279,20 +278,9 @@ class JudgeBudget:
     bytes: float | None         # on its device
 
 
-def judge_budget(j, policy: ModelFacts, device: str, dtype: str) -> JudgeBudget:
-    """The judge `j` (a JudgeConfig) on `device`; `policy` sizes the judges that score with the policy."""
-    if j.name == "oracle" or (j.name == "llm" and j.endpoint):
-        return JudgeBudget("no model" if j.name == "oracle" else f"API {j.model}", 0.0, 0.0)
-    if j.name == "pairrm":
-        return _judge(j.model or "llm-blender/PairRM", PAIRRM_PARAMETERS, device, 2)   # fp16 on GPU
-    if j.name in ("llm", "pair_pm", "pair_classifier"):   # their own checkpoint: sized when it is on disk
-        from selfplay.data import resolve_builtin
-        local = checkpoint_facts(resolve_builtin(j.model))
-        return _judge(j.model, local.parameters if local else None, device, 2)       # bf16 on GPU
-    return _judge("the policy", policy.parameters, device, DTYPE_BYTES[dtype])   # self_reward, cream
-
-
-def _judge(model: str, n: float | None, device: str, gpu_bytes_per_param: int) -> JudgeBudget:
+def judge_weights(model: str, n: float | None, device: str, gpu_bytes_per_param: int) -> JudgeBudget:
+    """A judge holding `n` parameters of `model` on `device`: gpu_bytes_per_param each on a GPU. Each judge
+    says which model and dtype it holds (its JudgeSpec.budget in judges/)."""
     per = gpu_bytes_per_param if device == "cuda" else 4   # judges compute in fp32 on the CPU
     return JudgeBudget(model, n, None if n is None else n * per)
 

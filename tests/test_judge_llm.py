@@ -427,7 +427,7 @@ def test_config_requires_a_model_or_endpoint_for_the_llm_judge():
 # Rubric mode (DNO-Prct's 6-point annotation prompt; end to end against a fake endpoint: tests/test_dno.py)
 # ---------------------------------------------------------------------------------------------
 
-from judges.llm import RubricJudge, parse_rubric_scores, rubric_prompt  # noqa: E402
+from judges.dno_rubric import RubricJudge, parse_rubric_scores, rubric_prompt  # noqa: E402
 
 
 @pytest.mark.parametrize("text, n, expected", [

@@ -45,6 +45,7 @@ class Counting:
     ordered queries it answers and its batched calls. both=True: compare asks both orders itself."""
 
     name = "counting"
+    independent_pairs = True
 
     def __init__(self, symmetric: bool = False, both: bool = False, rank=lambda i: i):
         self.order_symmetric, self.both_orders, self.rank = symmetric, both, rank
@@ -111,6 +112,8 @@ class Table:
     ½ or NaN (abstained), the two orders drawn independently."""
 
     name = "table"
+    order_symmetric = both_orders = False
+    independent_pairs = True
 
     def __init__(self, seed: int):
         self.rng, self.answers = np.random.default_rng(seed), {}
@@ -204,6 +207,7 @@ def test_a_judge_that_gives_whole_matrices_is_asked_for_them():
     class Scores:
         """A score-based judge (as self-reward, CREAM, the rubric, PairRM's aggregate): the whole matrix."""
         name = "scores"
+        order_symmetric = both_orders = independent_pairs = False
 
         def __init__(self):
             self.calls = 0

@@ -8,7 +8,7 @@ import torch
 import selfplay.memory as memory
 from selfplay.config import Config, GenerationConfig, JudgeConfig, ModelConfig, TrainConfig
 from selfplay.memory import (GIB, MemoryBudgetError, ModelFacts, check_fits, check_generation, check_trainer,
-                             checkpoint_facts, judge_budget, lora_parameters, model_facts, parameter_count,
+                             checkpoint_facts, lora_parameters, model_facts, parameter_count,
                              separate_references, trainer_budget)
 
 N7B = 7_241_732_096   # Mistral-7B
@@ -98,6 +98,12 @@ def test_generation_needs_room_for_the_kv_cache():
         check_generation(ModelFacts(70e9), cfg, 80 * GIB)
     tp4 = dataclasses.replace(cfg, generation=GenerationConfig(backend="vllm", tensor_parallel_size=4))
     check_generation(ModelFacts(70e9), tp4, 80 * GIB)
+
+
+def judge_budget(j: JudgeConfig, policy: ModelFacts, device: str, dtype: str):
+    """Each judge declares its memory in its registry entry (judges/: JudgeSpec.budget)."""
+    from judges.registry import judge_spec
+    return judge_spec(j.name).budget(j, policy, device, dtype)
 
 
 def test_judges():

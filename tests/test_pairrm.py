@@ -9,7 +9,7 @@ import pytest
 
 from fixtures_judges import build_tiny_pairrm, random_text
 from judges.base import JudgeStats, preference_matrices
-from judges.pairrm import PairRMJudge, aggregate_scores, to_probabilities
+from judges.pairrm_model import PairRMJudge, aggregate_scores, to_probabilities
 
 TOL = 1e-5
 
@@ -149,7 +149,7 @@ def test_hub_ids_are_resolved_by_snapshot_download(tiny, monkeypatch):
 
 
 def test_cpu_batches_are_capped_by_tokens_and_keep_the_order():
-    from judges.pairrm import _batches
+    from judges.pairrm_model import _batches
     lengths = [100, 300, 300, 600, 900, 2500]
     assert _batches(list(range(6)), lengths, 32, 1000) == [[0, 1, 2], [3], [4], [5]]   # 3×300 ≤ 1000 < 2×600
     assert _batches(list(range(6)), lengths, 2, None) == [[0, 1], [2, 3], [4, 5]]

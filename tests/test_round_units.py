@@ -41,6 +41,8 @@ def test_preference_matrix_is_complementary_with_half_diagonal():
 class _BiasedJudge:
     """Always prefers the response in the first slot: position bias only."""
     name = "biased"
+    order_symmetric = both_orders = False   # asked each order (judges.base.Judge's flags)
+    independent_pairs = True
 
     def compare(self, prompts, a, b):
         return np.full(len(a), 0.9)

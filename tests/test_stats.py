@@ -204,6 +204,7 @@ def test_compare_rounds_reports_the_lc_interval(monkeypatch):
 
     class Judge:   # prefers the new policy a little, and longer answers a lot
         name = "fake"
+        order_symmetric = both_orders = False   # asked each order (judges.base.Judge's flags)
 
         def compare(self, prompts, a, b):
             q = [0.3 * ((x[:3] == "new") - (y[:3] == "new")) + 0.15 * (len(x) - len(y)) for x, y in zip(a, b)]
