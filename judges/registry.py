@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from judges.base import Judge
 from judges.spec import JudgeContext, JudgeSpec, actor_device, planned_device  # noqa: F401  (handed on)
+from selfplay.arena import ArenaRules
 
 SECTIONS = ("judge", "eval_judge")
 
