@@ -101,8 +101,9 @@ dashboard: setup  ## write RUN_DIR/dashboard.html (self-contained); RUN_DIR="a b
 # generated once and copied), then exploitability curves and the oracle's cross-play of the final policies:
 # RUN_DIR/league.json and RUN_DIR/league.html. ARGS apply to every algorithm; <algo>:key=value to one only.
 ALGOS ?= sppo,inpo,dno,egpo,apo,dpo,ipo
-league: setup  ## every algorithm from one start: make league ALGOS=sppo,egpo ROUNDS=n RUN_DIR=dir [ARGS=...]
+league: setup  ## every algorithm from one start: make league ALGOS=sppo,egpo ROUNDS=n RUN_DIR=dir [CONFIGS=dir] [ARGS=...]
 	$(BIN)/python -m pipelines.league --algos $(ALGOS) --rounds $(or $(ROUNDS),3) --run-dir $(or $(RUN_DIR),runs/league) \
+		$(if $(CONFIGS),--configs $(CONFIGS)) \
 		$(ARGS) $(if $(VERBOSE),-v,)
 
 # Submit rounds to a running Ray cluster: make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x

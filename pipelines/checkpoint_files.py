@@ -1,9 +1,12 @@
 """What every saved policy directory carries besides weights and tokenizer: the round's sampling
 settings as `generation_config.json` (so plain `model.generate(**inputs)` samples the way the round
-sampled) and a `README.md` model card saying what made the checkpoint.
+sampled), tokenizer files that say what the model takes, and a `README.md` model card saying what made
+the checkpoint and, once the round is evaluated, how it did.
 
-The stages write them (pipelines.stages.init_policy and train) into the stage's output dir before
-its manifest is taken, so they are part of the checkpoint's hash like every other file.
+The stages write them (pipelines.stages.init_policy and train) into the stage's output dir before its
+manifest is taken. Nothing in them depends on where the run dir lives: paths inside the run are written
+relative to it, so the same round made in two run dirs hashes the same. The model card is left out of the
+hash (selfplay.artifacts.UNHASHED): the evaluate stage adds the round's results to it afterwards.
 """
 from __future__ import annotations
 
@@ -41,19 +44,37 @@ def write_generation_config(ckpt: Path, cfg: Config) -> dict:
     return fields
 
 
+def run_relative(path: str | Path, cfg: Config) -> str:
+    """A path inside the run dir as written relative to it (round_0/policy); anything else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(cfg.run_dir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_id(cfg: Config) -> str:
+    """What names a run outside its directory (AlpacaEval's generator names): a hash of every setting but
+    where it lives and how it is logged. Runs that differ in a setting differ in it; the same config in two
+    run dirs makes the same outputs, and shares it."""
+    from selfplay.artifacts import stable_hash
+    from selfplay.config import to_dict
+    return stable_hash({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "wandb")})[:8]
+
+
 def write_model_card(ckpt: Path, cfg: Config, round_: int, *, parent: str, data: dict | None = None,
                      training: dict | None = None, references: dict[str, str] | None = None,
                      origin: str | None = None) -> None:
     """ckpt/README.md. `data` and `training` are what the stage knows when it saves; the round's
-    eval metrics come later and live in round_<n>/eval/metrics.json of the run dir. `origin`
-    replaces the sentence saying how the checkpoint was made (e.g. round 0's SFT stage)."""
-    run = Path(cfg.run_dir).resolve().name
+    eval results are added by the evaluate stage (add_evaluation). `origin` replaces the sentence saying
+    how the checkpoint was made (e.g. round 0's SFT stage). Paths inside the run dir are run-relative."""
     j = cfg.judge
     s = sampling_defaults(cfg)
     trained = round_ > 0
+    parent = run_relative(parent, cfg)
+    references = {k: run_relative(v, cfg) for k, v in (references or {}).items()}
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation",
-             f"tags: [selfplay, {cfg.algorithm}]", "---", "",
-             f"# {run} / round_{round_} policy", ""]
+             *_hub_fields(cfg), f"tags: [selfplay, {cfg.algorithm}]", "---", "",
+             f"# selfplay {cfg.algorithm} run {run_id(cfg)}: round_{round_} policy", ""]
     if origin:
         lines += [origin, ""]
     elif trained:
@@ -73,7 +94,7 @@ def write_model_card(ckpt: Path, cfg: Config, round_: int, *, parent: str, data:
     for k, v in (training or {}).items():
         rows.append((f"training: {k}", v))
     rows.append(("eval metrics", f"round_{round_}/eval/metrics.json in the run directory (win rates against "
-                 "every earlier round, written after training)" if trained else
+                 "every earlier round, written after training; summarised below once evaluated)" if trained else
                  "none of its own: later rounds' round_<n>/eval/metrics.json compare against it (winrate_vs_initial)"))
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows] + [""]
     lines += ["## Sampling defaults", "",
@@ -83,6 +104,41 @@ def write_model_card(ckpt: Path, cfg: Config, round_: int, *, parent: str, data:
               "Prompts are formatted with the tokenizer's chat template (one user turn plus the generation prompt).",
               ""]
     (Path(ckpt) / "README.md").write_text("\n".join(lines))
+
+
+def _hub_fields(cfg: Config) -> list[str]:
+    """The card's base_model and datasets, where they are hub ids (a local path says nothing elsewhere)."""
+    from selfplay.config import looks_like_hub_id
+    sources = [cfg.data.train_prompts] if isinstance(cfg.data.train_prompts, str) else list(cfg.data.train_prompts)
+    hub = sorted({x for x in (*sources, cfg.data.eval_prompts) if looks_like_hub_id(x)})
+    return ([f"base_model: {cfg.model.policy}"] if looks_like_hub_id(cfg.model.policy) else []) + \
+           ([f"datasets: [{', '.join(hub)}]"] if hub else [])
+
+
+EVALUATION = "## Evaluation"
+
+
+def add_evaluation(ckpt: Path, metrics: dict) -> None:
+    """The round's results (its metrics.json) as the card's last section, replacing one written before.
+    The card is not part of the checkpoint's hash, so adding them leaves the artifact valid."""
+    card = Path(ckpt) / "README.md"
+    if not card.exists():
+        return
+    text = card.read_text().split(f"\n{EVALUATION}\n")[0].rstrip("\n")
+    rows = []
+    for key, what in (("winrate_vs_initial", "win rate vs round 0"), ("winrate_vs_previous", "win rate vs the "
+                      "previous round"), ("exploitability", "exploitability (0 = Nash)")):
+        m = metrics.get(key)
+        if isinstance(m, dict) and m.get("mean") is not None:
+            ci = f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None else ""
+            rows.append(f"| {what} | {m['mean']:.3f}{ci} |")
+    judge = (metrics.get("eval_judge") or {}).get("name")
+    head = [EVALUATION, "", f"From round_{metrics.get('round')}/eval/metrics.json"
+            + (f", judged by `{judge}`" if judge else "") + ", with 95% intervals over eval prompts:", "",
+            "| | |", "|---|---|"]
+    tmp = card.with_name(".README.md.tmp")
+    tmp.write_text(text + "\n\n" + "\n".join(head + rows) + "\n")
+    tmp.replace(card)
 
 
 def round_data(cfg: Config, round_: int, prefs: Path, pairs: list) -> dict:

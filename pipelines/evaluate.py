@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.checkpoint_files import add_evaluation
 from pipelines.stages import generate, group_generations, run_here
 from selfplay.artifacts import TIMINGS
 from selfplay.config import Config
@@ -96,6 +97,7 @@ def evaluate(policy: Path, earlier: list[Path], cfg: Config, n: int, ctx, info: 
     metrics, timings = split_timings(assemble_metrics(earlier, n, cfg, versus, gen_info, info, out))
     (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
     (out / TIMINGS).write_text(json.dumps(finite_json({"metrics": timings, "versus": versus_timings}), indent=1))
+    add_evaluation(Path(policy), finite_json(metrics))   # the policy's model card, not part of its hash
     return {"winrate_vs_initial": metrics["winrate_vs_initial"]["mean"],
             "winrate_vs_previous": metrics["winrate_vs_previous"]["mean"]}
 
@@ -110,6 +112,7 @@ def eval_generations(policy: str, cfg: Config, round_: int, out: Path, *, fan_ou
     if arena:
         metrics = {"round": round_, "algorithm": cfg.algorithm, **arena}
         (out / "metrics.json").write_text(json.dumps(finite_json(metrics), indent=1, allow_nan=False))
+        add_evaluation(Path(policy), finite_json(metrics))
     return info
 
 
@@ -179,17 +182,19 @@ def finite_json(x):
     return x
 
 
-def alpaca_generator(run_dir: str, n: int) -> str:
-    """`<run name>/round_<n>`: AlpacaEval caches annotations and leaderboard rows by generator name,
-    so every run needs its own (the run name is the run directory's basename)."""
-    return f"{Path(run_dir).resolve().name}/round_{n}"
+def alpaca_generator(cfg: Config, n: int) -> str:
+    """`<algorithm>-<run id>/round_<n>`: AlpacaEval caches annotations and leaderboard rows by generator name,
+    so every run needs its own: the run id (pipelines.checkpoint_files.run_id) differs between runs that differ
+    in any setting, and does not depend on where the run dir lives."""
+    from pipelines.checkpoint_files import run_id
+    return f"{cfg.algorithm}-{run_id(cfg)}/round_{n}"
 
 
 def export_alpaca_eval(generations: Path, cfg: Config, n: int, out: Path) -> None:
     """out/alpaca_eval.json in AlpacaEval's model-outputs format (instruction, output, generator), the
     first eval sample per prompt, for the official evaluator; and out/alpaca_eval_decoding.json,
     how those outputs were sampled (AlpacaEval's rows carry no decoding settings)."""
-    generator = alpaca_generator(cfg.run_dir, n)
+    generator = alpaca_generator(cfg, n)
     rows = [{"instruction": p, "output": rs[0]["response"], "generator": generator}
             for _, p, rs in group_generations(generations)]
     (out / "alpaca_eval.json").write_text(json.dumps(rows, indent=1))

@@ -292,4 +292,10 @@ def parse_rounds(spec: str) -> list[int]:
     if not m or lo < 1 or hi < lo:
         raise RoundError(f"--round / ROUND: expected a round number n >= 1 or a range a-b with 1 <= a <= b, got "
                          f"{spec!r} (round 0, the initial policy, is made by round 1)")
+    if hi - lo + 1 > MAX_ROUNDS:   # every round's stages are declared and checked up front
+        raise RoundError(f"--round / ROUND: {spec!r} asks for {hi - lo + 1} rounds in one invocation; at most "
+                         f"{MAX_ROUNDS} at a time (run the rest in later invocations: they resume where this one ends)")
     return list(range(lo, hi + 1))
+
+
+MAX_ROUNDS = 1000   # papers run 3-10; an invocation checks every round it will run before the first starts

@@ -25,6 +25,7 @@ import logging
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,7 +49,9 @@ class LeagueError(ValueError):
 
 # ------------------------------------------------------------------------------------------- set-up
 
-def known_entrants() -> list[str]:
+def known_entrants(configs: Path | None = None) -> list[str]:
+    if configs:
+        return sorted(p.stem for p in Path(configs).glob("*.yaml"))
     return sorted(p.stem.removeprefix("arena_") for p in CONFIGS.glob("arena_*.yaml"))
 
 
@@ -67,47 +70,65 @@ def split_overrides(args: list[str], names: list[str]) -> dict[str, list[str]]:
     return per
 
 
-def load_entrants(names: list[str], rounds: int, run_dir: str, args: list[str], force: bool = False
-                  ) -> list[tuple[str, Config]]:
+def load_entrants(names: list[str], rounds: int, run_dir: str, args: list[str], force: bool = False,
+                  configs: Path | None = None, held: ExitStack | None = None) -> list[tuple[str, Config]]:
     """Every entrant's resolved config, checked as the round driver checks an invocation (pipelines/preflight.py),
-    or LeagueError naming the first problem, before Ray starts or anything is written."""
-    from pipelines.preflight import preflight
-    from pipelines.graph import RoundError
+    or LeagueError naming the first problem, before Ray starts or anything is written. With `held`, each
+    entrant's run dir is held (pipelines/run_lock.py) from before its checks until `held` closes."""
     from judges.registry import uses_arena
-    from selfplay.config import ConfigError
     from pipelines.config import load_config
+    from pipelines.graph import RoundError
+    from pipelines.preflight import preflight
+    from pipelines.run_lock import RunDirBusy, holding
+    from selfplay.config import ConfigError
 
-    known = known_entrants()
+    known = known_entrants(configs)
     bad = [n for n in names if n not in known]
     if not names or bad or len(set(names)) < len(names) or rounds < 1:
-        raise LeagueError(_setup_problem(names, bad, rounds, known))
+        raise LeagueError(_setup_problem(names, bad, rounds, known, configs))
     per, out = split_overrides(args, names), []
     for n in names:
         overrides = [*per[n], f"run_dir={Path(run_dir) / n}"]
         try:
-            cfg = load_config(CONFIGS / f"arena_{n}.yaml", overrides)
+            cfg = load_config(config_path(n, configs), overrides)
         except ConfigError as e:
             raise LeagueError(f"{n}: {e}") from None
         if not uses_arena(cfg):
-            raise LeagueError(f"{n}: configs/arena_{n}.yaml (with ARGS) does not play the arena (no oracle judge, "
-                              "eval prompts not builtin:arena/...): the league's exploitability and cross-play need it")
+            raise LeagueError(f"{n}: {_shown(config_path(n, configs))} (with ARGS) does not play the arena (no oracle "
+                              "judge, eval prompts not builtin:arena/...): the league's exploitability and cross-play need it")
         out.append((n, cfg))
     check_comparable(out)
     for n, cfg in out:   # run dir, earlier artifacts, one history per run dir, fresh prompts for every round
+        invocation = ["--config", _shown(config_path(n, configs)), *per[n], f"run_dir={cfg.run_dir}"]
+        def hold(run_dir=cfg.run_dir, command=" ".join(["league", *invocation])) -> None:
+            if held is not None:
+                held.enter_context(holding(run_dir, command))
         try:
-            for moved in preflight(cfg, list(range(1, rounds + 1)), force=force,
-                                   invocation=["--config", f"configs/arena_{n}.yaml", *per[n], f"run_dir={cfg.run_dir}"]):
+            for moved in preflight(cfg, list(range(1, rounds + 1)), force=force, invocation=invocation, hold=hold):
                 log.info("--force: the replaced artifact is kept as %s", moved)
-        except (RoundError, ValueError, OSError) as e:   # ConfigError and DataError are ValueErrors
+        except (RoundError, RunDirBusy, ValueError, OSError) as e:   # ConfigError and DataError are ValueErrors
             raise LeagueError(f"{n}: {e}") from None
     return out
 
 
-def _setup_problem(names: list[str], bad: list[str], rounds: int, known: list[str]) -> str:
+def config_path(name: str, configs: Path | None = None) -> Path:
+    """Entrant <name>'s config: CONFIGS/<name>.yaml with --configs, else configs/arena_<name>.yaml."""
+    return Path(configs) / f"{name}.yaml" if configs else CONFIGS / f"arena_{name}.yaml"
+
+
+def _shown(path: Path) -> str:
+    """A config's path as a command line would give it: relative to the repository when it is inside."""
+    try:
+        return str(Path(path).resolve().relative_to(CONFIGS.parent))
+    except ValueError:
+        return str(path)
+
+
+def _setup_problem(names: list[str], bad: list[str], rounds: int, known: list[str], configs: Path | None) -> str:
     if not names:
         return f"ALGOS is empty (choose from {', '.join(known)})"
     if bad:
-        return f"unknown algorithm {bad[0]!r}: no configs/arena_{bad[0]}.yaml (choose from {', '.join(known)})"
+        return f"unknown algorithm {bad[0]!r}: no {_shown(config_path(bad[0], configs))} (choose from {', '.join(known)})"
     if len(set(names)) < len(names):
         return f"ALGOS names an algorithm twice: {','.join(names)}"
     return f"ROUNDS must be >= 1, got {rounds}"
@@ -236,10 +257,13 @@ def _parser():
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pipelines.league", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=f"entrants (configs/arena_<name>.yaml): {', '.join(known_entrants())}")
+                                 epilog=f"entrants (configs/arena_<name>.yaml): {', '.join(known_entrants())}\n"
+                                        "with --configs DIR: DIR/<name>.yaml (configs/nash: the Nash arena's)")
     ap.add_argument("--algos", default=DEFAULT_ALGOS, help="comma-separated entrants (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds 1..n of every entrant (default: %(default)s)")
     ap.add_argument("--run-dir", default="runs/league", help="RUN_DIR: entrant <name> runs in RUN_DIR/<name>")
+    ap.add_argument("--configs", type=Path, default=None, metavar="DIR", help="entrant <name> is DIR/<name>.yaml "
+                    "(default: configs/arena_<name>.yaml)")
     ap.add_argument("--force", action="store_true", help="as make iterate --force: redo round 0 or go on in a "
                     "run dir whose earlier rounds another config made (the replaced artifacts are kept)")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream every actor's output (as make iterate -v)")
@@ -248,18 +272,23 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.graph import RoundError
-    from pipelines.round import Interrupted
     from selfplay.artifacts import ArtifactError
 
     args = _parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
-    try:
-        entrants = load_entrants(names, args.rounds, args.run_dir, args.overrides, args.force)
-    except (LeagueError, ArtifactError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, ArtifactError) else 2   # a corrupt earlier artifact is a failure, not a bad invocation
+    with ExitStack() as held:   # every entrant's run dir, held from its checks to the end (one writer each)
+        try:
+            entrants = load_entrants(names, args.rounds, args.run_dir, args.overrides, args.force, args.configs, held)
+        except (LeagueError, ArtifactError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1 if isinstance(e, ArtifactError) else 2   # a corrupt earlier artifact is a failure, not a bad invocation
+        return _play(entrants, args)
+
+
+def _play(entrants: list[tuple[str, Config]], args) -> int:
+    from pipelines.graph import RoundError
+    from pipelines.round import Interrupted
     t0 = time.time()
     try:
         run_league(entrants, args.rounds, args.run_dir, args.verbose)

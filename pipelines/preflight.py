@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from pipelines.graph import RoundError, Stage, check_previous, round_parts, stages
 from pipelines.layout import round_paths
@@ -18,21 +19,26 @@ from selfplay.artifacts import MANIFEST, ArtifactError, read_manifest, verify_ar
 from selfplay.config import Config, to_dict
 
 
-def preflight(cfg: Config, rounds: list[int], *, force: bool, invocation: list[str]) -> list[Path]:
+def preflight(cfg: Config, rounds: list[int], *, force: bool, invocation: list[str],
+              hold: Callable[[], object] = lambda: None) -> list[Path]:
     """Every check, in order; returns the artifacts --force moved aside (kept as <name>.replaced-<time>).
-    `invocation`: --config and the overrides, to name the command that regenerates a corrupt artifact."""
-    from selfplay.data import check_eval_prompts, check_round_prompt_lengths, check_rounds
+    `invocation`: --config and the overrides, to name the command that regenerates a corrupt artifact.
+    Nothing is written before `hold()` (which takes the run dir for this invocation: pipelines/run_lock.py),
+    called once every read-only check has passed and before the history check, which --force lets move
+    replaced artifacts aside."""
+    from selfplay.data import check_eval_prompts, check_positions, check_round_prompt_lengths, check_rounds
 
     check_run_dir(cfg, rounds)
     check_previous(cfg, rounds[0])
     verify_earlier_rounds(cfg, rounds[0], invocation)
-    moved = check_history(cfg, rounds, force)
     check_rounds(cfg, rounds)   # a round without fresh prompts fails here, before Ray and any generation
     check_eval_prompts(cfg)
     tokenizer = starting_tokenizer(cfg, rounds[0])
     if tokenizer:
         check_round_prompt_lengths(cfg, rounds, tokenizer)
-    return moved
+        check_positions(cfg, rounds, tokenizer)
+    hold()
+    return check_history(cfg, rounds, force)
 
 
 # ---------------------------------------------------------------- the run directory
@@ -87,14 +93,15 @@ def verify_earlier_rounds(cfg: Config, first: int, invocation: list[str]) -> Non
 
 
 # ---------------------------------------------------------------- one history per run dir
-# Round 0 (the initial policy and its eval samples) is the base every later round is compared with. A
-# changed setting that round 0's stages depend on (data.*, eval.*, eval_judge.*, the policy, sampling)
-# would make round 1 regenerate it, so the run dir would hold rounds made under two configs. That is
-# refused, naming the keys, unless --force: then the old artifacts are kept beside the new ones. The
-# same check refuses rounds > 1 of a config that is not this run dir's, and a changed algorithm.
+# A finished stage is never made again by a config that differs from the one that made it: round 0 (the
+# initial policy and its eval samples, the base every later round is compared with) and every finished
+# round the invocation would run. Such a run is refused, naming the keys and the rounds they touch, unless
+# --force: then the old artifacts are kept beside the new ones. Resuming after a crash is untouched: an
+# unfinished stage is not "made again", and a finished one with the same settings is skipped. The same
+# check refuses rounds > 1 of a config that is not this run dir's (round 0 differs) and a changed algorithm.
 
 def check_history(cfg: Config, rounds: list[int], force: bool) -> list[Path]:
-    changed = rewritten_stages(stages(cfg, 0))
+    changed = rewritten_stages(stages(cfg, 0) + [s for n in rounds for s in stages(cfg, n)])
     old = previous_config(cfg)
     algo = old.get("algorithm") if old else None
     other_algo = rounds[0] > 1 and algo not in (None, cfg.algorithm)
@@ -102,11 +109,10 @@ def check_history(cfg: Config, rounds: list[int], force: bool) -> list[Path]:
         return []
     if not force:
         raise RoundError(_refusal(cfg, rounds, changed, old, algo if other_algo else None))
-    if rounds[0] > 1:   # round 0 is not made again: --force only lets the rounds go on
-        return []
+    remade = [s for s in changed if s.round > 0 or rounds[0] == 1]   # round 0 is made only by round 1
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
-    for s in changed:
+    for s in remade:
         dest = s.out.with_name(f"{s.out.name}.replaced-{stamp}")
         s.out.rename(dest)
         moved.append(dest)
@@ -143,14 +149,13 @@ def previous_config(cfg: Config) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def changed_keys(cfg: Config, old: dict | None, stages: list[str]) -> list[str]:
-    """'key: old → new' for each key that differs from the previous config and that one of round 0's
-    `stages` depends on (setting it back changes that stage's config part)."""
+def changed_keys(cfg: Config, old: dict | None, stages_: list[Stage]) -> list[str]:
+    """'key: old → new' for each key that differs from the previous config and that one of `stages_` depends
+    on (setting it back changes that stage's config slice)."""
     if not old:
         return []
     new = json.loads(json.dumps(to_dict(cfg)))
     was, now = _flat(old), _flat(new)
-    base = round_parts(new, 0)
     out = []
     for key in sorted(k for k in now if k in was and was[k] != now[k]):
         trial = copy.deepcopy(new)
@@ -159,10 +164,26 @@ def changed_keys(cfg: Config, old: dict | None, stages: list[str]) -> list[str]:
         for p in path:
             node = node[p]
         node[last] = was[key]
-        parts = round_parts(trial, 0)
-        if any(parts.get(name) != base.get(name) for name in stages):
+        if any(_part(trial, s) != _part(new, s) for s in stages_):
             out.append(f"{key}: {was[key]!r} → {now[key]!r}")
     return out
+
+
+def _part(c: dict, s: Stage) -> dict | None:
+    try:
+        return round_parts(c, s.round).get(s.name)
+    except ValueError:   # an algorithm the old config names that is no longer registered
+        return None
+
+
+def part_changes(s: Stage) -> list[str]:
+    """What differs between the config slice s's finished artifact was made with (its manifest) and s's own,
+    as 'path: old → new' in the slice's terms: for manifests whose config.yaml no longer says."""
+    done = read_manifest(s.out)
+    if done is None or not done.config:
+        return []
+    was, now = _flat(done.config), _flat(json.loads(json.dumps(s.part)))
+    return [f"{s.name} {k}: {was.get(k)!r} → {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -177,15 +198,24 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _refusal(cfg: Config, rounds: list[int], changed: list[Stage], old: dict | None, algo: str | None) -> str:
     run = Path(cfg.run_dir)
-    keys = changed_keys(cfg, old, [s.name for s in changed])
+    keys = changed_keys(cfg, old, changed) or [c for s in changed for c in part_changes(s)]
     if algo:
         keys.append(f"algorithm: {algo!r} → {cfg.algorithm!r}")
     what = "; ".join(keys) if keys else ("settings they depend on changed (the previous " +
                                          ("config.yaml does not say which)" if old else "config.yaml is missing)"))
-    made = ", ".join(f"{s.name} ({s.out})" for s in changed)
-    if rounds[0] == 1:
+    zero = [s for s in changed if s.round == 0]
+    later = [s for s in changed if s.round > 0]
+    made = ", ".join(f"{s.name} ({s.out})" for s in zero)
+    redo = "pass --force to redo them (the old ones are kept beside them as <name>.replaced-<time>)"
+    if later:
+        touched = sorted({s.round for s in later})
+        head = (f"this config would make finished round{'s' if len(touched) > 1 else ''} "
+                f"{', '.join(map(str, touched))} again ({', '.join(f'round {s.round} {s.name}' for s in later)}"
+                + (f"; and round 0's {made}" if zero else "") + "), which an earlier run made with other settings")
+        fix = redo
+    elif rounds[0] == 1:
         head = f"round 1 with this config would make round 0's {made} again, which an earlier run made with other settings"
-        fix = "pass --force to redo them (the old ones are kept beside them as <name>.replaced-<time>)"
+        fix = redo
     else:
         head = (f"{run} holds rounds made with another config" + (f" (round 0's {made} differ)" if made else "")
                 + f"; round {rounds[0]} would mix the two")

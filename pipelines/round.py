@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -92,19 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from pipelines import graph   # under `python -m` this file is __main__: the checks raise graph's RoundError
     from pipelines.preflight import preflight
-    try:   # every check before Ray starts or anything is written (pipelines/preflight.py)
-        cfg = load_config(args.config, args.overrides)
-        rounds = parse_rounds(args.round)
-        moved = preflight(cfg, rounds, force=args.force, invocation=["--config", args.config, *args.overrides])
-    except (ArtifactError, ConfigError, graph.RoundError, ValueError, OSError) as e:  # DataError: ValueError
-        if args.verbose:
-            import traceback
-            traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, ArtifactError) else 2   # a corrupt earlier artifact is a failure, not a bad invocation
-    for path in moved:
-        log.info("--force: the replaced artifact is kept as %s", path)
-    return _run(cfg, rounds, args)
+    from pipelines.run_lock import RunDirBusy, holding
+    invocation = ["--config", args.config, *args.overrides]
+    with ExitStack() as held:
+        try:   # every check before Ray starts or anything is written (pipelines/preflight.py)
+            cfg = load_config(args.config, args.overrides)
+            rounds = parse_rounds(args.round)
+            command = " ".join(["--round", args.round, *invocation])
+            moved = preflight(cfg, rounds, force=args.force, invocation=invocation,   # one writer per run dir:
+                              hold=lambda: held.enter_context(holding(cfg.run_dir, command)))
+        except (ArtifactError, ConfigError, graph.RoundError, RunDirBusy, ValueError, OSError) as e:  # DataError: ValueError
+            if args.verbose:
+                import traceback
+                traceback.print_exc()
+            print(f"error: {e}", file=sys.stderr)
+            return 1 if isinstance(e, ArtifactError) else 2   # a corrupt earlier artifact is a failure, not a bad invocation
+        for path in moved:
+            log.info("--force: the replaced artifact is kept as %s", path)
+        return _run(cfg, rounds, args)
 
 
 def _check_args(ap, args) -> None:

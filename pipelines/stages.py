@@ -39,6 +39,7 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
     the run's sampling settings as generation_config.json and a model card (when cfg is given)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from selfplay.checkpoint import write_tokenizer
     from selfplay.data import resolve_builtin
     path = resolve_builtin(source)
     try:   # False, not the default None: with None, transformers asks on a terminal whether to run the code
@@ -49,7 +50,7 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
     if tok.chat_template is None:
         raise ValueError(f"model.policy {source!r} has no chat template; the pipeline formats prompts with it")
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    write_tokenizer(tok, out, model.config)
     if cfg is not None:
         from pipelines.checkpoint_files import write_generation_config, write_model_card
         write_generation_config(out, cfg)
@@ -67,6 +68,7 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
     if eval_set:
         rows = load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
         rows = rows[: d.eval_limit or len(rows)]
+        _check_room(rows, policy, cfg, "data.eval_prompts")
         spec = SamplingSpec(cfg.eval.samples_per_prompt, cfg.eval.temperature, cfg.eval.top_p, g.max_new_tokens)
         tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
     else:
@@ -97,9 +99,20 @@ def _check_lengths(rows: list, policy: str, cfg: Config, round_: int) -> None:
     """Refuse prompts that leave the trainer no response token (selfplay/data.py says why they are not truncated)."""
     from transformers import AutoTokenizer
 
-    from selfplay.data import check_prompt_lengths
+    from selfplay.data import check_prompt_lengths, check_room, model_positions
     tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=False)
     check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts")
+    check_room(rows, tok, model_positions(policy), cfg.generation.max_new_tokens, f"round {round_}'s prompts")
+
+
+def _check_room(rows: list, policy: str, cfg: Config, source: str) -> None:
+    """Refuse prompts that leave the policy no position for its answer (a hub checkpoint the preflight could
+    not read is checked here, once it is loaded)."""
+    from transformers import AutoTokenizer
+
+    from selfplay.data import check_room, model_positions
+    tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=False)
+    check_room(rows, tok, model_positions(policy), cfg.generation.max_new_tokens, source)
 
 
 def split_evenly(items: list, parts: int) -> list[list]:

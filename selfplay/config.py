@@ -277,7 +277,13 @@ def read_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        _set(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:   # `[1`, an unclosed quote, a `!!python/...` tag (safe_load refuses every one)
+            where = f" ({str(e).splitlines()[0]})" if str(e) else ""
+            raise ConfigError(f"override {item!r}: {raw!r} is not a YAML value{where}; quote strings with "
+                              "spaces or brackets (key='a b'), lists as [a, b]") from None
+        _set(data, key.strip(), value)
     if "eval_judge" not in data:   # the evaluation judge defaults to the training judge, overrides included
         data["eval_judge"] = copy.deepcopy(data.get("judge") or {})
     cfg = _build(Config, data, "")
@@ -410,6 +416,11 @@ def _check_settings_take_effect(cfg: Config, algo) -> None:
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(src: str) -> bool:
+    """org/name that is not a local path: what a hub loader would resolve."""
+    return not src.startswith("builtin:") and not Path(src).exists() and bool(_HUB_ID.match(src))
 
 
 def _check_source(src: str, key: str) -> None:

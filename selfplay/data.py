@@ -119,11 +119,13 @@ def _check_file(p: Path, what: str) -> None:
     """An empty file, or a JSON/JSONL file that does not parse, named with its first bad line (the datasets
     library would say StopIteration or "An error occurred while generating the dataset")."""
     import json
-    if p.stat().st_size == 0 or (p.suffix != ".parquet" and not p.read_text(errors="replace").strip()):
+    if p.suffix != ".parquet":
+        _check_utf8(p)
+    if p.stat().st_size == 0 or (p.suffix != ".parquet" and not p.read_text().strip()):
         raise DataError(f"{p}: the file is empty (no {what})")
     if p.suffix not in (".json", ".jsonl"):
         return
-    text = p.read_text(errors="replace")
+    text = p.read_text()
     if p.suffix == ".json":
         try:
             json.loads(text)
@@ -141,6 +143,17 @@ def _check_file(p: Path, what: str) -> None:
             raise DataError(f"{p}: line {i} is a JSON {type(row).__name__}, not an object with named columns")
 
 
+def _check_utf8(p: Path) -> None:
+    """A text file that is not UTF-8, named with the line and byte where it stops being so."""
+    data = p.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{p}: line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
+
+
 def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",
                  id_column: str = "prompt_id") -> list[PromptRow]:
     ds = open_dataset(src, split, "prompts")
@@ -148,7 +161,12 @@ def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt
     if prompt_column not in ds.column_names:
         raise DataError(f"{src}: no column {prompt_column!r} (columns: {ds.column_names})")
     ids = ds[id_column] if id_column in ds.column_names else [str(i) for i in range(len(ds))]
-    rows = [PromptRow(str(i), str(t)) for i, t in zip(ids, ds[prompt_column])]
+    texts = ds[prompt_column]
+    for k, (i, t) in enumerate(zip(ids, texts), 1):   # a null or a number would become the text "None" or "3"
+        if not isinstance(t, str):
+            kind = "null" if t is None else f"a {type(t).__name__}, not text"
+            raise DataError(f"{src}: the {prompt_column!r} of row {k} (id {str(i)!r}) is {kind}")
+    rows = [PromptRow(str(i), t) for i, t in zip(ids, texts)]
     bad = [r.prompt_id for r in rows if not r.prompt.strip()]
     if bad:
         raise DataError(f"{src}: {len(bad)} empty prompt(s), first id {bad[0]!r}")
@@ -263,6 +281,54 @@ def check_round_prompt_lengths(cfg: Config, rounds: list[int], tokenizer_dir: st
             from transformers import AutoTokenizer
             tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
         check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})")
+
+
+def model_positions(checkpoint: str) -> int | None:
+    """The positions a local checkpoint's model has (config.json's max_position_embeddings), None if unknown."""
+    import json
+    try:
+        c = json.loads((Path(checkpoint) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = c.get("max_position_embeddings") or (c.get("text_config") or {}).get("max_position_embeddings")
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_positions(cfg: Config, rounds: list[int], checkpoint: str) -> None:
+    """What the model has room for, against the checkpoint the rounds start from: model.max_length, and every
+    prompt (eval and each round's training prompts, builtin arena sets excepted: short by construction) with
+    generation.max_new_tokens after it. Past its positions a model answers garbage, at a cost in memory."""
+    positions = model_positions(checkpoint)
+    if positions is None:
+        return
+    if cfg.model.max_length > positions:
+        raise DataError(f"model.max_length={cfg.model.max_length} is more than the {positions} positions the policy "
+                        f"has ({checkpoint}/config.json max_position_embeddings); set model.max_length <= {positions}")
+    d = cfg.data
+    sources = [(d.eval_prompts, lambda: load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column,
+                                                      id_column=d.id_column)[: d.eval_limit or None])]
+    sources += [(round_source(d, n), lambda n=n: round_prompts(d, n)) for n in rounds]
+    tok = None
+    for src, rows in sources:
+        if src.startswith("builtin:"):
+            continue
+        if tok is None:
+            from transformers import AutoTokenizer
+            tok = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=False)
+        check_room(rows(), tok, positions, cfg.generation.max_new_tokens, src)
+
+
+def check_room(rows: list[PromptRow], tok, positions: int | None, max_new_tokens: int, source: str) -> None:
+    """Every prompt (with the chat template) plus max_new_tokens fits the model's positions."""
+    if positions is None:
+        return
+    counts = prompt_token_counts(tok, [r.prompt for r in rows])
+    long = [(r.prompt_id, n) for r, n in zip(rows, counts) if n + max_new_tokens > positions]
+    if long:
+        raise DataError(f"{source}: {len(long)} of {len(rows)} prompts leave no room for generation.max_new_tokens="
+                        f"{max_new_tokens} in the policy's {positions} positions (first: id {long[0][0]!r}, "
+                        f"{long[0][1]} tokens with the chat template). Drop or shorten them, or lower "
+                        "generation.max_new_tokens")
 
 
 def check_eval_prompts(cfg: Config) -> None:

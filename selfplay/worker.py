@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from selfplay.checkpoint import write_tokenizer
 from selfplay.trainer import (TrainResult, WeightProbe, autocast, batch_loss, load_policy, local_tensor,
                               make_optimizer, run_epochs, torch_dtype)
 
@@ -150,7 +151,7 @@ class Worker:
         # save_pretrained records the live (fp32 master) dtype; loaders with dtype="auto" want the saved one
         model.config.dtype = torch_dtype(self.cfg.model.dtype)
         model.config.save_pretrained(out)
-        self.tok.save_pretrained(out)
+        write_tokenizer(self.tok, out, model.config)
 
     # ------------------------------------------------------------ internals
 

@@ -252,7 +252,7 @@ def test_verification_hashes_once_and_names_the_changed_file(tmp_path, monkeypat
     import selfplay.artifacts as art
     d = fake_artifact(tmp_path / "round_1" / "policy", {"model.safetensors": os.urandom(1 << 16), "config.json": b"{}"})
     calls = []
-    monkeypatch.setattr(art, "hash_dir", lambda p: calls.append(p) or hash_dir(p))
+    monkeypatch.setattr(art, "hash_dir", lambda p, *rest: calls.append(p) or hash_dir(p, *rest))
     h = verify_artifact(d)
     assert verify_artifact(d) == verify_artifact(d) == h and len(calls) == 1   # then the signature cache answers
     f = d / "model.safetensors"
@@ -273,7 +273,7 @@ def test_the_driver_records_what_it_just_hashed(tmp_path, monkeypatch):
     import selfplay.artifacts as art
     d = fake_artifact(tmp_path / "round_1" / "policy", {"a": b"1"})
     remember_verified(d, json.loads((d / "manifest.json").read_text())["output_hash"])
-    monkeypatch.setattr(art, "hash_dir", lambda p: pytest.fail("hashed again"))
+    monkeypatch.setattr(art, "hash_dir", lambda p, *rest: pytest.fail("hashed again"))
     assert verify_artifact(d)
 
 

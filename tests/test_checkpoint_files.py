@@ -93,7 +93,7 @@ def test_model_cards(rounds):
     assert "| parent checkpoint | builtin:arena |" in card0
     card1 = (r1 / "README.md").read_text()
     assert "| round | 1 |" in card1 and "| algorithm | sppo |" in card1
-    assert f"| parent checkpoint | {r0} |" in card1 and "| judge | oracle |" in card1
+    assert "| parent checkpoint | round_0/policy |" in card1 and "| judge | oracle |" in card1   # run-relative
     assert "| data: train prompts | builtin:arena/train" in card1 and "| data: pairs of this round | 2 |" in card1
     assert "| data: pairs replayed from earlier rounds | 1 |" in card1 and "| data: prompts with a pair | 2 |" in card1
     assert f"| training: steps | {info['steps']} |" in card1 and f"| training: pairs | {info['pairs']} |" in card1
@@ -116,24 +116,32 @@ def _eval_dir(run: Path, n: int, cfg: Config) -> Path:
 
 
 def test_alpaca_eval_generator_names_are_per_run(tmp_path):
+    """Two runs that differ in a setting (here the seed) never share a generator name; the same config in two
+    run dirs does (same outputs, and artifacts that do not depend on where the run dir lives)."""
+    from pipelines.checkpoint_files import run_id
     names = set()
-    for run_name in ("sppo_a", "sppo_b"):
+    for run_name, seed in (("sppo_a", 0), ("sppo_b", 1)):
         run = tmp_path / run_name
-        cfg = Config(run_dir=str(run) + "/", eval=EvalConfig(samples_per_prompt=2, temperature=0.8, top_p=0.95))
+        cfg = Config(run_dir=str(run) + "/", seed=seed,
+                     eval=EvalConfig(samples_per_prompt=2, temperature=0.8, top_p=0.95))
         for n in (0, 1):
             out = _eval_dir(run, n, cfg)
             rows = json.loads((out / "alpaca_eval.json").read_text())
             assert [r["output"] for r in rows] == [f"r{n} Tell me about the ocean. 0", f"r{n} Describe the forest. 0"]
-            assert {r["generator"] for r in rows} == {f"{run_name}/round_{n}"}
+            assert {r["generator"] for r in rows} == {f"sppo-{run_id(cfg)}/round_{n}"}
             names.add(rows[0]["generator"])
             decoding = json.loads((out / "alpaca_eval_decoding.json").read_text())
-            assert decoding == {"generator": f"{run_name}/round_{n}", "round": n, "temperature": 0.8, "top_p": 0.95,
-                                "max_new_tokens": cfg.generation.max_new_tokens, "samples_per_prompt": 2,
-                                "exported_sample": 0, "seed": 0, "backend": "hf"}
+            assert decoding == {"generator": f"sppo-{run_id(cfg)}/round_{n}", "round": n, "temperature": 0.8,
+                                "top_p": 0.95, "max_new_tokens": cfg.generation.max_new_tokens, "samples_per_prompt": 2,
+                                "exported_sample": 0, "seed": seed, "backend": "hf"}
     assert len(names) == 4
+    moved = Config(run_dir=str(tmp_path / "elsewhere"), seed=1,
+                   eval=EvalConfig(samples_per_prompt=2, temperature=0.8, top_p=0.95))
+    assert run_id(moved) == run_id(cfg)
 
 
 def test_round_zero_eval_stage_exports_alpaca_eval(tmp_path):
+    from pipelines.checkpoint_files import run_id
     from pipelines.evaluate import eval_generations
     from selfplay.data import resolve_builtin
 
@@ -143,5 +151,5 @@ def test_round_zero_eval_stage_exports_alpaca_eval(tmp_path):
     out = run / "round_0" / "eval"
     eval_generations(resolve_builtin("builtin:arena"), cfg, 0, out)
     rows = json.loads((out / "alpaca_eval.json").read_text())
-    assert len(rows) == 3 and {r["generator"] for r in rows} == {"arena_run/round_0"}
+    assert len(rows) == 3 and {r["generator"] for r in rows} == {f"sppo-{run_id(cfg)}/round_0"}
     assert json.loads((out / "alpaca_eval_decoding.json").read_text())["round"] == 0
