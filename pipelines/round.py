@@ -57,14 +57,14 @@ def run_rounds(cfg: Config, rounds: list[int], runner, dashboard) -> None:
 
 @contextmanager
 def round_session(cfg: Config, verbose: bool, keep_s: float, max_cpus: float | None = None,
-                  run_dir: str | None = None) -> Iterator[tuple]:
+                  run_dir: str | None = None, invocation: tuple[str, ...] = ()) -> Iterator[tuple]:
     """The invocation's Ray session with its stage runner and dashboard refresher; SIGINT and SIGTERM unwind
     it (see Interrupted) until Ray has shut down, and the dashboard's last refresh is waited for on the way out."""
     from pipelines.dashboard_refresh import DashboardRefresher
     from pipelines.ray_session import ray_session
     from pipelines.runner import StageRunner, StageSettings
     logs = None if verbose else Path(cfg.run_dir).resolve() / "logs"   # absolute: actors may run elsewhere
-    dashboard, runner = DashboardRefresher(), StageRunner(None, StageSettings.of(cfg, logs))
+    dashboard, runner = DashboardRefresher(), StageRunner(None, StageSettings.of(cfg, logs, invocation))
     session = ray_session(max_cpus or needed_cpus(cfg), verbose=verbose, run_dir=run_dir or cfg.run_dir, keep_s=keep_s)
     try:
         with _signals_handled(runner) as handler, session as actors:
@@ -127,7 +127,8 @@ def _run(cfg: Config, rounds: list[int], args) -> int:
     write_run_config(cfg)
     runner = None
     try:
-        with round_session(cfg, args.verbose, args.keep_ray) as (runner, dashboard):
+        invocation = ("--config", args.config, *args.overrides)
+        with round_session(cfg, args.verbose, args.keep_ray, invocation=invocation) as (runner, dashboard):
             run_rounds(cfg, rounds, runner, dashboard)
     except (RoundError, KeptRayError) as e:
         print(f"error: {e}", file=sys.stderr)

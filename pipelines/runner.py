@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,11 @@ class StageSettings:
     log_root: Path | None = None   # RUN_DIR/logs; None (-v) leaves the output to Ray, which streams it
     retries: int = 0               # resources.stage_retries
     stall_s: float = 0.0           # resources.stall_report_s
+    invocation: tuple[str, ...] = ()   # --config and overrides: the advice that regenerates an input names them
 
     @staticmethod
-    def of(cfg: Config, log_root: Path | None) -> "StageSettings":
-        return StageSettings(log_root, cfg.resources.stage_retries, cfg.resources.stall_report_s)
+    def of(cfg: Config, log_root: Path | None, invocation: tuple[str, ...] = ()) -> "StageSettings":
+        return StageSettings(log_root, cfg.resources.stage_retries, cfg.resources.stall_report_s, tuple(invocation))
 
     def log_file(self, round_: int, name: str) -> Path | None:
         return self.log_root / f"round_{round_}" / f"{name}.log" if self.log_root is not None else None
@@ -54,7 +56,8 @@ class StageRunner:
         """Skip `stage` if its manifest key matches, else run its work in an actor and commit its artifact. An
         actor that dies (its process killed, as the OOM killer does) is retried from the stage's start,
         settings.retries times."""
-        input_hashes = {k: verified_input(p) for k, p in stage.inputs.items()}   # checked against their manifests
+        input_hashes = {k: verified_input(p, stage.round, self.settings.invocation)   # checked against their manifests
+                        for k, p in stage.inputs.items()}
         key = stage.key(input_hashes)
         done = read_manifest(stage.out)
         if done is not None and done.key == key:
@@ -119,12 +122,18 @@ def _stall_reporter(stage: Stage, log_file: Path | None) -> Callable[[float], No
     return report
 
 
-def verified_input(path: Path) -> str:
-    """An input artifact's output_hash once its files match it; RoundError naming the file and the fix otherwise."""
+def verified_input(path: Path, round_: int = 0, invocation: tuple[str, ...] = ()) -> str:
+    """An input artifact's output_hash once its files match it; RoundError naming the file and the fix otherwise:
+    the command that makes it again, the same one for this round's own artifacts (and round 0's, which round 1
+    makes), else the earlier round that made it."""
     try:
         return verify_artifact(path)
     except ArtifactError as e:
-        raise RoundError(f"{e}. Regenerate it: delete {path} and run the command again") from None
+        owner = re.fullmatch(r"round_(\d+)", Path(path).parent.name)
+        k = max(int(owner[1]), 1) if owner else round_
+        again = ("run the command again" if k >= round_ else
+                 f"run `{' '.join(['python -m pipelines.round --round', str(k), *invocation])}`, then this command again")
+        raise RoundError(f"{e}. Regenerate it: delete {path} and {again}") from None
 
 
 def log_tail(path: Path | None, lines: int = 20) -> str:

@@ -66,10 +66,12 @@ def copy_run(src: Path, dest: Path) -> Path:
 
 def tree_digest(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """relative path -> sha256 of every file under root (names starting with a `skip` entry left out, and the
-    verification caches, round_<n>/.verified.json, which are not artifacts: a check may refresh them)."""
+    verification caches, round_<n>/.verified.json, and the run dir's lock, which are not artifacts: a check may
+    refresh them)."""
+    from pipelines.run_lock import LOCK
     from selfplay.artifacts import VERIFIED
     out = {}
-    for f in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != VERIFIED):
+    for f in sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name not in (VERIFIED, LOCK)):
         rel = str(f.relative_to(root))
         if not rel.startswith(skip):
             out[rel] = hashlib.sha256(f.read_bytes()).hexdigest()

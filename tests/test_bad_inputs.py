@@ -449,3 +449,90 @@ def test_a_disk_that_fills_up_during_a_round(capsys, tmp_path, done, ray_local):
         assert not list(run.glob("round_2/.*.tmp-*"))
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# ---------------------------------------------------------------- values and files a user may hand over
+
+@pytest.mark.parametrize("override, said", [
+    ("train.lr=[1", "'[1' is not a YAML value"),
+    ('train.lr=!!python/object/apply:os.system ["id > pwned"]', "could not determine a constructor for the tag"),
+])
+def test_an_override_that_is_not_a_yaml_value(capsys, tmp_path, override, said):
+    rc, err = run_main(capsys, "1", "--config", CONFIG, f"run_dir={tmp_path / 'run'}", override)
+    line = one_error(err)
+    assert rc == 2 and line.startswith(f"error: override {override!r}: ") and said in line, line
+    assert not (tmp_path / "run").exists() and not Path("pwned").exists()
+
+
+def test_a_huge_round_range_is_refused_at_once(capsys, tmp_path):
+    t0 = time.monotonic()
+    rc, err = run_main(capsys, "1-100000000", "--config", CONFIG, f"run_dir={tmp_path / 'run'}")
+    line = one_error(err)
+    assert rc == 2 and "asks for 100000000 rounds in one invocation; at most 1000" in line, line
+    assert time.monotonic() - t0 < 10 and not (tmp_path / "run").exists()
+
+
+def test_an_eval_prompt_longer_than_the_model_is_refused(capsys, tmp_path):
+    """A 4,000-token eval prompt for the arena's 256-position policy: named before anything runs."""
+    src = _prompts(tmp_path, "long.jsonl", json.dumps({"prompt_id": "long", "prompt": "wave " * 4000}) + "\n"
+                   + json.dumps({"prompt_id": "ok", "prompt": "Describe the ocean."}) + "\n")
+    rc, err = run_main(capsys, "1", "--config", CONFIG, f"run_dir={tmp_path / 'run'}", f"data.eval_prompts={src}",
+                       "eval_judge.name=oracle")
+    line = one_error(err)
+    assert rc == 2 and f"{src}: 1 of 2 prompts leave no room for generation.max_new_tokens=24" in line, line
+    assert "in the policy's 256 positions (first: id 'long'" in line and not (tmp_path / "run").exists()
+
+
+def test_model_max_length_past_the_model_is_refused(capsys, tmp_path):
+    rc, err = run_main(capsys, "1", "--config", CONFIG, f"run_dir={tmp_path / 'run'}", "model.max_length=4096")
+    line = one_error(err)
+    assert rc == 2 and "model.max_length=4096 is more than the 256 positions the policy has" in line, line
+
+
+@pytest.mark.parametrize("key", ["data.train_prompts", "data.eval_prompts"])
+@pytest.mark.parametrize("name, data, said", [
+    ("latin1.jsonl", b'{"prompt": "a"}\n{"prompt": "caf\xe9 au lait"}\n', "line 2 is not UTF-8 text (byte 0xe9"),
+    ("null.jsonl", b'{"prompt": "a"}\n{"prompt": null}\n', "the 'prompt' of row 2 (id '1') is null"),
+    ("number.jsonl", b'{"prompt": "a"}\n{"prompt": 7}\n', "the 'prompt' of row 2 (id '1') is a int, not text"),
+])
+def test_prompt_files_that_are_not_text(capsys, tmp_path, key, name, data, said):
+    src = tmp_path / name
+    src.write_bytes(data)
+    rc, err = run_main(capsys, "1", "--config", CONFIG, f"run_dir={tmp_path / 'run'}", f"{key}={src}",
+                       "data.prompts_per_round=1")
+    line = one_error(err)
+    assert rc == 2 and line.startswith(f"error: {src}") and said in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_stage_redone_for_an_unreadable_manifest_says_so(caplog, tmp_path, done, ray_local):
+    import logging
+    run = copy_run(done.run_dir, tmp_path / "run")
+    m = run / "round_1/eval/manifest.json"
+    m.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="selfplay"):
+        assert main(_round(run, "1")) == 0
+    said = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert said and f"its manifest {m} is unreadable" in said[0] and "running the stage again" in said[0], said
+    assert json.loads(m.read_text())["stage"] == "evaluate"
+
+
+def test_a_dashboard_that_cannot_be_written_is_a_warning(caplog, tmp_path, monkeypatch):
+    """A full disk at the dashboard after a finished round: one warning line; the round stays a success."""
+    import errno
+    import logging
+
+    import pipelines.dashboard as dash
+    from pipelines.dashboard_refresh import DashboardRefresher
+
+    def full(run_dir):
+        raise dash.PageWriteError(errno.ENOSPC, f"cannot write the dashboard {run_dir}/dashboard.html: "
+                                                "No space left on device")
+    monkeypatch.setattr(dash, "build_dashboard", full)
+    refresher = DashboardRefresher()
+    with caplog.at_level(logging.WARNING, logger="selfplay"):
+        refresher.refresh(tmp_path)
+        refresher.close()   # raises nothing: the rounds are finished and kept
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "No space left on device" in warning and "make dashboard writes it again" in warning, warning

@@ -153,3 +153,43 @@ def test_round_zero_eval_stage_exports_alpaca_eval(tmp_path):
     rows = json.loads((out / "alpaca_eval.json").read_text())
     assert len(rows) == 3 and {r["generator"] for r in rows} == {f"sppo-{run_id(cfg)}/round_0"}
     assert json.loads((out / "alpaca_eval_decoding.json").read_text())["round"] == 0
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_tokenizer_files_say_what_the_model_takes(rounds, which):
+    """model_max_length is the model's 256 positions (a tokenizer built from a file says 1e30), and no loading
+    flag of the machine that saved it travels with the checkpoint."""
+    from transformers import AutoTokenizer
+
+    from selfplay.checkpoint import MACHINE_LOCAL
+    ckpt = rounds[1 + which]
+    saved = json.loads((ckpt / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == 256 == json.loads((ckpt / "config.json").read_text())["max_position_embeddings"]
+    assert not set(MACHINE_LOCAL) & set(saved), saved
+    assert AutoTokenizer.from_pretrained(ckpt).model_max_length == 256
+
+
+def test_model_card_names_the_hub_sources_and_takes_the_evaluation(tmp_path):
+    from pipelines.checkpoint_files import add_evaluation, write_model_card
+
+    run = tmp_path / "run"
+    ckpt = run / "round_2" / "policy"
+    ckpt.mkdir(parents=True)
+    cfg = Config(run_dir=str(run), model=ModelConfig(policy="Qwen/Qwen2-0.5B-Instruct"),
+                 data=DataConfig(train_prompts=("UCLA-AGI/data-mistral-7b-instruct-sppo-iter1", "./local.jsonl"),
+                                 eval_prompts="tatsu-lab/alpaca_eval"))
+    write_model_card(ckpt, cfg, 2, parent=str(run / "round_1" / "policy"),
+                     references={"previous": str(run / "round_1" / "policy")})
+    card = (ckpt / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "base_model: Qwen/Qwen2-0.5B-Instruct" in front
+    assert "datasets: [UCLA-AGI/data-mistral-7b-instruct-sppo-iter1, tatsu-lab/alpaca_eval]" in front
+    assert "| parent checkpoint | round_1/policy |" in card and "| reference (previous) | round_1/policy |" in card
+    assert str(tmp_path) not in card
+    metrics = {"round": 2, "winrate_vs_initial": {"mean": 0.71, "ci_low": 0.66, "ci_high": 0.75},
+               "winrate_vs_previous": {"mean": 0.55, "ci_low": 0.5, "ci_high": 0.6}, "eval_judge": {"name": "oracle"}}
+    for _ in range(2):   # a second evaluation replaces the first, never appends another
+        add_evaluation(ckpt, metrics)
+    card = (ckpt / "README.md").read_text()
+    assert card.count("## Evaluation") == 1 and "| win rate vs round 0 | 0.710 [0.660, 0.750] |" in card
+    assert "| win rate vs the previous round | 0.550 [0.500, 0.600] |" in card and "judged by `oracle`" in card

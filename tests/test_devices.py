@@ -196,7 +196,7 @@ def test_every_fanned_out_stage_gives_its_shards_resources_stage_retries(tmp_pat
         monkeypatch.setattr(st, "group_generations", lambda path: groups)
     if stage == "evaluate":
         monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
-    monkeypatch.setattr("pipelines.runner.verified_input", lambda path: "hash")   # no earlier artifacts here
+    monkeypatch.setattr("pipelines.runner.verified_input", lambda path, *rest: "hash")   # no earlier artifacts here
     monkeypatch.setattr("pipelines.evaluate.round_info", lambda dirs: {})
     shutil.copytree(arena_policy, tmp_path / "round_0" / "policy")   # generate reads round 0's policy
     with pytest.raises(RoundError, match=f"round 1 stage {stage} failed: _Stop"):
