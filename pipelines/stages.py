@@ -9,9 +9,11 @@ returns a small dict of diagnostics for the manifest.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -24,14 +26,72 @@ def run_here(role: str, resources, fn, calls: list[tuple]) -> list:
     return [fn(*args) for args in calls]
 
 
-def _save(rows: list[dict], out: Path) -> None:
-    import datasets
-    datasets.Dataset.from_list(rows).save_to_disk(str(out))
+# A stage's artifact is a `datasets` directory: the files Dataset.save_to_disk writes (one Arrow stream file,
+# state.json, dataset_info.json), which datasets.load_from_disk and TRL read. At paper volume (100,000 responses,
+# ~300 MB) writing it with from_list + save_to_disk held several times the data beside the rows at its peak, and
+# reading a memory-mapped file with to_list kept the mapped pages resident beside the Python rows
+# (scripts/bench_scale.py, docs/scale.md). So both go record batch by record batch.
+SAVE_BATCH = 1000   # rows per Arrow record batch: what a write or a read holds beyond the rows themselves
+DATA_FILE = "data-00000-of-00001.arrow"
 
 
-def _load(path: Path) -> list[dict]:
-    import datasets
-    return datasets.load_from_disk(str(path)).to_list()
+def _save(rows: Iterable[dict], out: Path, schema=None) -> None:
+    """`rows` as a `datasets` directory, written batch by batch as the iterable yields them. `schema` (pyarrow)
+    fixes the column types; by default the first batch's (an empty list column then has no element type)."""
+    import hashlib
+    import itertools
+
+    import pyarrow as pa
+    from datasets import DatasetInfo, Features
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils.py_utils import asdict
+
+    out, rows, writer = Path(out), iter(rows), None
+    out.mkdir(parents=True, exist_ok=True)
+    while batch := list(itertools.islice(rows, SAVE_BATCH)):
+        table = pa.Table.from_pylist(batch, schema=schema)
+        if writer is None:
+            writer = ArrowWriter(features=Features.from_arrow_schema(table.schema), path=str(out / DATA_FILE))
+        writer.write_table(table)
+    if writer is None and schema is None:   # datasets' own empty dataset (0 files) fails its load_from_disk
+        raise ValueError(f"{out}: no row to write, and no schema to write an empty dataset with")
+    writer = writer or ArrowWriter(features=Features.from_arrow_schema(schema), path=str(out / DATA_FILE))
+    writer.finalize()
+    writer.close()
+    digest = hashlib.sha256()   # the fingerprint datasets keeps in state.json: of the content, so runs agree
+    with open(out / DATA_FILE, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    state = {"_data_files": [{"filename": DATA_FILE}], "_fingerprint": digest.hexdigest()[:16],
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+             "_split": None}
+    (out / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = asdict(DatasetInfo(features=writer._features))
+    (out / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2))
+
+
+def _batches(path: Path) -> Iterator:
+    """The Arrow record batches of a `datasets` directory, one at a time from its files (read, not mapped)."""
+    import pyarrow as pa
+    state = json.loads((Path(path) / "state.json").read_text())
+    for f in state["_data_files"]:
+        with pa.OSFile(str(Path(path) / f["filename"])) as stream:
+            yield from pa.ipc.open_stream(stream)
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    """The rows of a `datasets` directory as dicts, a record batch at a time."""
+    for batch in _batches(path):
+        yield from batch.to_pylist()
+
+
+def join_parts(parts: list[Path], out: Path, schema=None) -> None:
+    """The parts' rows, in order, as one dataset in `out`; the parts are removed."""
+    import itertools
+    import shutil
+    _save(itertools.chain.from_iterable(_rows(p) for p in parts), out, schema)
+    for p in parts:
+        shutil.rmtree(p)
 
 
 def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
@@ -61,8 +121,7 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
 def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False, fan_out=run_here) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
     from selfplay.data import load_prompts, round_prompts
-    from selfplay.generation import Request, SamplingSpec, sample_checkpoint
-    from selfplay.records import Generation, to_rows
+    from selfplay.generation import Request, SamplingSpec
 
     d, g = cfg.data, cfg.generation
     if eval_set:
@@ -76,23 +135,35 @@ def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool
         _check_lengths(rows, policy, cfg, round_)
         spec = SamplingSpec(g.k, g.temperature, g.top_p, g.max_new_tokens, g.top_k)
         tag = f"train/{round_}"
-    requests = [Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id)) for r in rows]
+    work = [(r, Request(r.prompt, seed_for(cfg.seed, tag, r.prompt_id))) for r in rows]
     t0 = time.time()
-    if g.num_engines > 1 and len(requests) > 1:
-        shards = split_evenly(requests, g.num_engines)
-        results = fan_out("generation", cfg.resources.generation, sample_checkpoint,
-                          [(policy, cfg, shard, spec) for shard in shards])
-        completions = [c for part, _ in results for c in part]
-        load_s = max(s for _, s in results)
+    if g.num_engines > 1 and len(work) > 1:
+        # Each engine writes its own samples, joined here on disk: the responses never cross Ray into this
+        # actor, which would hold all of them at once (docs/scale.md).
+        shards = split_evenly(work, g.num_engines)
+        parts = [out / f".part-{i}" for i in range(len(shards))]
+        done = fan_out("generation", cfg.resources.generation, sample_part,
+                       [(policy, cfg, shard, spec, round_, p) for shard, p in zip(shards, parts)])
+        join_parts(parts, out)
     else:
-        completions, load_s = sample_checkpoint(policy, cfg, requests, spec)
-    gens = [Generation(r.prompt_id, r.prompt, j, q.seed, c.text, c.n_tokens, c.finished, round_)
-            for r, q, cs in zip(rows, requests, completions) for j, c in enumerate(cs)]
-    _save(to_rows(gens), out)
-    tokens = sum(x.n_tokens for x in gens)
-    return {"prompts": len(rows), "samples": len(gens), "tokens": tokens, "load_seconds": round(load_s, 2),
+        done = [sample_part(policy, cfg, work, spec, round_, out)]
+    samples, tokens, load_s = sum(d[0] for d in done), sum(d[1] for d in done), max(d[2] for d in done)
+    return {"prompts": len(rows), "samples": samples, "tokens": tokens, "load_seconds": round(load_s, 2),
             "tokens_per_s": tokens / max(time.time() - t0 - load_s, 1e-9),
-            "mean_response_tokens": tokens / max(len(gens), 1)}
+            "mean_response_tokens": tokens / max(samples, 1)}
+
+
+def sample_part(policy: str, cfg: Config, work: list[tuple], spec, round_: int, out: Path) -> tuple[int, int, float]:
+    """One engine's share: `work` ((PromptRow, Request) pairs) sampled and written to `out` as Generation rows;
+    (samples, tokens, the engine's load seconds)."""
+    from selfplay.generation import sample_checkpoint
+    from selfplay.records import Generation
+
+    completions, load_s = sample_checkpoint(policy, cfg, [q for _, q in work], spec)
+    gens = [Generation(r.prompt_id, r.prompt, j, q.seed, c.text, c.n_tokens, c.finished, round_)
+            for (r, q), cs in zip(work, completions) for j, c in enumerate(cs)]
+    _save(map(dataclasses.asdict, gens), out)
+    return len(gens), sum(x.n_tokens for x in gens), load_s
 
 
 def _check_lengths(rows: list, policy: str, cfg: Config, round_: int) -> None:
@@ -123,11 +194,23 @@ def split_evenly(items: list, parts: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def group_generations(path: Path) -> list[tuple[str, str, list[dict]]]:
+def group_generations(path: Path, ids: list[str] | None = None) -> list[tuple[str, str, list[dict]]]:
+    """(prompt_id, prompt, its sample rows by sample_idx) per prompt, in the file's order; only `ids`' when given
+    (filtered before the rows become Python objects)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    keep = pa.array(ids, pa.string()) if ids is not None else None
     by: dict[str, list[dict]] = {}
-    for row in _load(path):
-        by.setdefault(row["prompt_id"], []).append(row)
+    for batch in _batches(path):
+        batch = batch if keep is None else batch.filter(pc.is_in(batch.column("prompt_id"), value_set=keep))
+        for row in batch.to_pylist():
+            by.setdefault(row["prompt_id"], []).append(row)
     return [(pid, rs[0]["prompt"], sorted(rs, key=lambda r: r["sample_idx"])) for pid, rs in by.items()]
+
+
+def prompt_ids(path: Path) -> list[str]:
+    """The prompt ids of a generations directory, each once, in the file's order (group_generations')."""
+    return list(dict.fromkeys(i for batch in _batches(path) for i in batch.column("prompt_id").to_pylist()))
 
 
 def judge(generations: Path, cfg: Config, ctx, out: Path, *, fan_out=run_here) -> dict:
@@ -135,23 +218,53 @@ def judge(generations: Path, cfg: Config, ctx, out: Path, *, fan_out=run_here) -
     EGPO's pairs against y″, none for DNO's scores) as probabilities in a K×K matrix, NaN where not asked;
     judge.num_actors shard the prompts. The manifest's judge_queries counts the ordered queries asked.
     With data.teacher_column each prompt's teacher answer is judged as one more candidate (selfplay/teacher.py)."""
-    from selfplay.records import to_rows
+    from selfplay.data import DataError
+    from selfplay.records import JudgedPrompt, arrow_schema
+    from selfplay.teacher import teacher_responses
+
+    if cfg.judge.num_actors > 1:   # this actor only coordinates (it holds no device): always fan out
+        # Each judge actor reads its own prompts' samples and writes its own judgments, joined here on disk: the
+        # responses never cross Ray, in either direction (docs/scale.md).
+        t0 = time.time()
+        ids = prompt_ids(generations)
+        if cfg.data.teacher_column and ids:   # a wrong column is refused once, here, not by each actor
+            first = next(_rows(generations))["round"]
+            if not teacher_responses(cfg.data, first, ids):
+                raise DataError(f"data.teacher_column={cfg.data.teacher_column!r}: no teacher response for any of "
+                                f"round {first}'s {len(ids)} prompts")
+        shards = split_evenly(ids, cfg.judge.num_actors)
+        parts = [out / f".part-{i}" for i in range(len(shards))]
+        done = fan_out("judge", cfg.resources.judge, judge_part, [(generations, shard, cfg, ctx, p)
+                                                                  for shard, p in zip(shards, parts)])
+        join_parts(parts, out, arrow_schema(JudgedPrompt))
+        summary = merge_judge_parts(done, time.time() - t0)
+    else:
+        _, stats, diag = judge_part(generations, None, cfg, ctx, out)
+        summary = {"judge": diag.pop("judge"), **stats.summary(), **diag}
+    summary["judge_queries"] = summary["pairs"]
+    return summary
+
+
+def judge_part(generations: Path, ids: list[str] | None, cfg: Config, ctx, out: Path) -> tuple[int, object, dict]:
+    """One judge actor's share: the prompts `ids` (None: all) of `generations`, judged (judge_groups) and written
+    to `out`; (prompts, JudgeStats, diagnostics, with teacher_responses under data.teacher_column)."""
+    from selfplay.data import DataError
+    from selfplay.records import JudgedPrompt, arrow_schema
     from selfplay.teacher import with_teacher
 
-    groups = with_teacher(group_generations(generations), cfg.data)
-    if cfg.judge.num_actors > 1:   # this actor only coordinates (it holds no device): always fan out
-        t0 = time.time()
-        parts = fan_out("judge", cfg.resources.judge, judge_groups,
-                        [(shard, cfg, ctx) for shard in split_evenly(groups, cfg.judge.num_actors)])
-        judged, summary = merge_judge_parts(parts, time.time() - t0)
-    else:
-        judged, stats, diag = judge_groups(groups, cfg, ctx)
-        summary = {"judge": diag.pop("judge"), **stats.summary(), **diag}
+    groups = group_generations(generations, ids)
+    try:
+        groups = with_teacher(groups, cfg.data)
+    except DataError:
+        # A share of the prompts may have no teacher response where the others have: judge() checked the whole
+        # set. Every other DataError of with_teacher (a missing column, a bad cell) judge()'s check raised first.
+        if ids is None:
+            raise
+    judged, stats, diag = judge_groups(groups, cfg, ctx)
     if cfg.data.teacher_column:
-        summary["teacher_responses"] = sum(jp.teacher_idx >= 0 for jp in judged)
-    summary["judge_queries"] = summary["pairs"]
-    _save(to_rows(judged), out)
-    return summary
+        diag["teacher_responses"] = sum(jp.teacher_idx >= 0 for jp in judged)
+    _save(map(dataclasses.asdict, judged), out, arrow_schema(JudgedPrompt))
+    return len(judged), stats, diag
 
 
 def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
@@ -187,13 +300,13 @@ def judge_groups(groups: list, cfg: Config, ctx) -> tuple[list, object, dict]:
     return judged, stats, diag
 
 
-def merge_judge_parts(parts: list[tuple[list, object, dict]], wall_seconds: float) -> tuple[list, dict]:
-    """Concatenate the actors' judgments. The common statistics merge exactly (counts add up, length
-    lists join); the judges' own counters add up and their rates are weighted by each actor's pairs.
-    pairs/s is over the wall time of the whole fan-out."""
+def merge_judge_parts(parts: list[tuple[int, object, dict]], wall_seconds: float) -> dict:
+    """The judge actors' diagnostics as one (parts: judge_part's (prompts, JudgeStats, diagnostics)). The common
+    statistics merge exactly (counts add up, length lists join); the judges' own counters add up and their rates
+    are weighted by each actor's pairs, the consistency mean by its prompts. pairs/s is over the wall time of
+    the whole fan-out."""
     from judges.base import JudgeStats
 
-    judged = [jp for part, _, _ in parts for jp in part]
     stats = JudgeStats()
     for _, st, _ in parts:
         for f in ("pairs", "calls", "abstained", "both_orders", "order_disagreements", "winner_lengths",
@@ -212,8 +325,9 @@ def merge_judge_parts(parts: list[tuple[list, object, dict]], wall_seconds: floa
             finite = [(v, w) for v, w in zip(values, weights) if isinstance(v, float) and v == v]
             diag[key] = sum(v * w for v, w in finite) / max(sum(w for _, w in finite), 1) if finite else float("nan")
     if "consistency_mean" in diag:   # a mean over prompts, not pairs
-        diag["consistency_mean"] = float(np.mean([jp.consistency for jp in judged]))
-    return judged, {"judge": diag.pop("judge"), **stats.summary(), **diag, "judge_actors": len(parts)}
+        n = [count for count, _, _ in parts]
+        diag["consistency_mean"] = sum(c * d["consistency_mean"] for c, (_, _, d) in zip(n, parts)) / max(sum(n), 1)
+    return {"judge": diag.pop("judge"), **stats.summary(), **diag, "judge_actors": len(parts)}
 
 
 def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], out: Path) -> dict:
@@ -221,7 +335,7 @@ def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], 
     from selfplay.algorithms import PairContext, get_algorithm
     from selfplay.records import JudgedPrompt, from_rows, pair_to_row
 
-    judged = from_rows(JudgedPrompt, _load(judgments))
+    judged = from_rows(JudgedPrompt, _rows(judgments))
     _refuse_total_abstention(judgments, round_)
     algo = get_algorithm(cfg.algorithm)
     check_comparisons(judged, algo.comparisons.name, cfg.algorithm)
@@ -230,7 +344,7 @@ def preferences(judgments: Path, cfg: Config, round_: int, earlier: list[Path], 
     if not pairs:
         raise ValueError(f"round {round_}: the judge gave no usable pair out of {len(judged)} prompts "
                          "(all responses tied or abstained); check the judge")
-    _save([pair_to_row(p) for p in pairs], out)   # TRL's conversational preference format
+    _save(map(pair_to_row, pairs), out)   # TRL's conversational preference format
     margins = [p.chosen_winrate - p.rejected_winrate for p in pairs]
     return {"pairs": len(pairs), "prompts": len(judged), "mean_margin": float(np.mean(margins))}
 
@@ -265,7 +379,7 @@ def train(policy: str, references: dict[str, str], prefs: Path, cfg: Config, rou
     from selfplay.distributed import train_policy
     from selfplay.records import row_to_pair
 
-    pairs = [row_to_pair(r) for r in _load(prefs)]
+    pairs = [row_to_pair(r) for r in _rows(prefs)]
     res = train_policy(policy, out, pairs, references, cfg, seed_for(cfg.seed, "train", round_), round_=round_,
                        make_judge=functools.partial(trainer_judge, cfg=cfg, judge_ctx=judge_ctx))
     # per-step training metrics (loss, lr, grad norm, log-ratios, accuracy) for wandb and the dashboard

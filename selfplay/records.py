@@ -70,6 +70,26 @@ def to_rows(records: Iterable[Any]) -> list[dict]:
     return [dataclasses.asdict(r) for r in records]
 
 
+def arrow_schema(cls: type) -> "pyarrow.Schema":
+    """The Arrow columns of a record's rows, from its field types: a column of lists keeps its element type
+    where every list of a batch is empty (JudgedPrompt.scores of a judge that gives none), which inferring
+    the type from the rows would leave without one."""
+    import typing
+
+    import pyarrow as pa
+
+    plain = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+    def arrow(tp, name: str) -> "pyarrow.DataType":
+        if typing.get_origin(tp) is list:
+            return pa.list_(arrow(typing.get_args(tp)[0], name))
+        if tp not in plain:
+            raise TypeError(f"{cls.__name__}.{name}: no Arrow column type for {tp!r} (str, int, float, bool, lists)")
+        return plain[tp]
+    hints = typing.get_type_hints(cls)
+    return pa.schema([(f.name, arrow(hints[f.name], f.name)) for f in dataclasses.fields(cls)])
+
+
 def from_rows(cls: Type[T], rows: Iterable[dict]) -> list[T]:
     names = {f.name for f in dataclasses.fields(cls)}
     return [cls(**{k: v for k, v in row.items() if k in names}) for row in rows]

@@ -78,11 +78,12 @@ def test_two_judge_actors_give_the_single_actors_matrices(ray_local, tmp_path):
 def test_merged_judge_diagnostics_add_counts_and_weight_rates():
     from judges.base import JudgeStats
     from pipelines.stages import merge_judge_parts
-    parts = [([], JudgeStats(pairs=30, abstained=3, winner_lengths=[10, 20]),
-              {"judge": "llm", "unparseable": 3, "parse_failure_rate": 0.1}),
-             ([], JudgeStats(pairs=10, abstained=5, winner_lengths=[60]),
-              {"judge": "llm", "unparseable": 1, "parse_failure_rate": 0.5})]
-    _, s = merge_judge_parts(parts, wall_seconds=4.0)
+    parts = [(3, JudgeStats(pairs=30, abstained=3, winner_lengths=[10, 20]),
+              {"judge": "llm", "unparseable": 3, "parse_failure_rate": 0.1, "consistency_mean": 0.5}),
+             (1, JudgeStats(pairs=10, abstained=5, winner_lengths=[60]),
+              {"judge": "llm", "unparseable": 1, "parse_failure_rate": 0.5, "consistency_mean": 0.9})]
+    s = merge_judge_parts(parts, wall_seconds=4.0)
     assert s["judge"] == "llm" and s["pairs"] == 40 and s["unparseable"] == 4 and s["judge_actors"] == 2
     assert s["abstain_rate"] == 8 / 40 and s["mean_winner_chars"] == 30.0 and s["pairs_per_s"] == 10.0
     assert s["parse_failure_rate"] == pytest.approx((30 * 0.1 + 10 * 0.5) / 40)
+    assert s["consistency_mean"] == pytest.approx((3 * 0.5 + 1 * 0.9) / 4)   # a mean over prompts, not pairs
