@@ -195,21 +195,23 @@ class Shard:
 
     def __call__(self, *args):
         preload()
-        start, t0 = rss_mb(), time.time()
+        start, t0, cpu = rss_mb(), time.time(), time.process_time()
         with standins():
             out = self.fn(*args)
-        return out, {"start_mb": start, "peak_mb": rss_mb("VmHWM"), "seconds": time.time() - t0}
+        return out, {"start_mb": start, "peak_mb": rss_mb("VmHWM"), "seconds": time.time() - t0,
+                     "cpu_s": time.process_time() - cpu}
 
 
 @dataclass(frozen=True)
 class StageWork:
     """A stage's work run with the stand-ins, in its actor; adds to its diagnostics (the manifest's extra)
-    the actor's RSS when the work began, the work's own seconds, and its fan-out shards' memory."""
+    the actor's RSS when the work began, the work's own seconds, its CPU seconds and its fan-out shards'
+    (CPU time: on a shared machine the wall time of the same work varies several-fold with the load)."""
     work: Callable
 
     def __call__(self, job) -> dict:
         preload()
-        start, t0 = rss_mb(), time.time()
+        start, t0, cpu = rss_mb(), time.time(), time.process_time()
         shards: list[dict] = []
 
         def fan_out(role, resources, fn, calls):
@@ -219,4 +221,5 @@ class StageWork:
 
         with standins():
             info = self.work(replace(job, fan_out=fan_out))
-        return {**info, "bench_start_mb": start, "bench_work_s": time.time() - t0, "bench_shards": shards}
+        return {**info, "bench_start_mb": start, "bench_work_s": time.time() - t0, "bench_shards": shards,
+                "bench_cpu_s": time.process_time() - cpu + sum(s["cpu_s"] for s in shards)}

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -76,21 +77,25 @@ def test_the_cheap_judge_is_a_proper_preference_and_stands_in_only_inside_the_bl
     np.testing.assert_allclose(j.compare(["Tell me about the ocean."] * 2, a, b), real)   # restored
 
 
-def _row(size, stage, work, grew=0.0, data=0.0, driver=100.0):
-    return bench.Row(size, stage, work + 1, work, 300.0 + grew, grew, 0.0, 0.0, data, driver)
+def _row(size, stage, cpu, grew=0.0, data=0.0, driver=100.0):
+    return bench.Row(size, stage, cpu + 2, cpu + 1, cpu, 300.0 + grew, grew, 0.0, 0.0, data, driver)
 
 
 def test_goals_pass_linear_stages_and_miss_a_quadratic_one_a_big_driver_and_a_second_copy():
-    rows = [_row(10, "1.judge", 2.0), _row(100, "1.judge", 21.0, grew=120, data=100),
-            _row(10, "1.train", 1.0), _row(100, "1.train", 100.0, grew=160, data=100, driver=2500)]
+    """Copies are the memory grown per byte of data between the sizes: what does not grow with it (the 200 MB
+    the train stage holds at both sizes) is left out."""
+    rows = [_row(10, "1.judge", 2.0, grew=50, data=10), _row(100, "1.judge", 21.0, grew=170, data=110),
+            _row(10, "1.train", 1.0, grew=200, data=10), _row(100, "1.train", 100.0, grew=360, data=110, driver=2500)]
     checks = {name: ok for name, ok, _ in bench.goals(rows, 10, 100)}
     assert checks == {"time 1.judge": True, "time 1.train": False, "driver peak": False,
                       "copies 1.judge": True, "copies 1.train": False}
-    assert bench.ratios(rows, 10, 100)["1.judge"]["work"] == pytest.approx(10.5)
+    r = bench.ratios(rows, 10, 100)
+    assert r["1.judge"]["cpu"] == pytest.approx(10.5) and r["1.judge"]["copies"] == pytest.approx(1.2)
+    assert r["1.train"]["copies"] == pytest.approx(1.6)
 
 
-def test_copies_are_not_judged_on_small_data():
-    rows = [_row(10, "1.judge", 1.0), _row(100, "1.judge", 10.0, grew=400, data=bench.MIN_DATA_MB / 2)]
+def test_copies_are_not_judged_where_the_data_barely_grows():
+    rows = [_row(10, "1.judge", 1.0, grew=10, data=1), _row(100, "1.judge", 10.0, grew=400, data=bench.MIN_DATA_MB)]
     assert [name for name, _, _ in bench.goals(rows, 10, 100)] == ["time 1.judge", "driver peak"]
 
 
@@ -109,7 +114,7 @@ def test_a_smoke_run_measures_every_stage_at_both_sizes(tmp_path):
     rows = {(r["size"], r["stage"]): r for r in data["rows"]}
     assert set(rows) == {(n, s) for n in (40, 80) for s in STAGES}
     for (n, stage), r in rows.items():
-        assert r["wall"] > 0 and r["work"] > 0 and r["driver"] > 50, (n, stage, r)
+        assert r["wall"] >= r["work"] > 0 and r["cpu"] > 0 and r["driver"] > 50, (n, stage, r)
         if not stage.startswith("driver."):
             assert r["peak"] > 50 and r["data"] > 0, (n, stage, r)
     for stage in ("1.generate", "1.judge"):   # fanned out over two actors, each measured
