@@ -122,7 +122,8 @@ bench: setup  ## every benchmark, short defaults (ratios measured side by side)
 	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
 
 # Every stage's own code at paper volume (20,000 prompts x 5 responses of ~500 tokens; 2,000 for the ratios), the
-# model compute replaced by cheap stand-ins; exits 1 when a stage misses its goals (docs/scale.md). ~15 min on 2 cores.
+# model compute replaced by cheap stand-ins; exits 1 when a stage misses its goals (docs/scale.md). ~5 min on an idle
+# 2-core machine, ~18 on a loaded one.
 SIZES ?= 2000,20000
 bench-scale: setup  ## every stage's code at paper volume: time and memory at 2,000 and 20,000 prompts [SIZES=a,b]
 	$(BIN)/python scripts/bench_scale.py --sizes $(SIZES) --check

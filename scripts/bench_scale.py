@@ -1,6 +1,6 @@
 """Every stage's own code at paper volume on a CPU: SPPO's 20,000 prompts x K = 5 responses of AlpacaEval length.
 
-    python scripts/bench_scale.py --sizes 2000,20000 --check   # make bench-scale: paper volume, ~15 min on 2 cores
+    python scripts/bench_scale.py --sizes 2000,20000 --check   # make bench-scale: paper volume, ~5 min on 2 idle cores
     python scripts/bench_scale.py                         # 200 and 2,000 prompts: make bench's short run
     python scripts/bench_scale.py --sizes 50,100 --eval-prompts 20 --mean-tokens 50   # the test's smoke run
 
@@ -33,11 +33,11 @@ Reported per size and stage: `wall` (the driver's view, actor start included: th
 `work` (inside the actor), and `cpu`, the CPU seconds of the stage's actor and its shards (for the driver's rows,
 the driver's); the stage actor's peak RSS (`peak`) and its growth during the stage (`grew`, peak
 minus the RSS when the work began, libraries imported); the fan-out actors' largest peak and growth (`shard`,
-`shard grew`); `data`, the largest artifact the stage reads or writes (its files on disk); the driver's peak RSS
-during the stage. Then per stage, the large size over the small one: CPU and wall time, peaks, and `copies`,
-how much an actor's memory grows per byte of data: (grew_large - grew_small) / (data_large - data_small), the
-larger of the stage actor's and its shards'. The difference takes out what does not grow with the data (the
-model, a batch's activations, buffers). Goals, each PASS or MISS:
+`shard grew`); `data`, the largest dataset the stage reads or writes (its files on disk; checkpoints do not
+count); the driver's peak RSS during the stage. Then per stage, the large size over the small one: CPU and wall
+time, peaks, and `copies`, how much an actor's memory grows per byte of data: (grew_large - grew_small) /
+(data_large - data_small), the larger of the stage actor's and its shards'. The difference takes out what does
+not grow with the data (the model, a batch's activations, buffers). Goals, each PASS or MISS:
   time     every stage's CPU time grows at most 1.1 x the size ratio (11x from 2,000 to 20,000). CPU time, not
            wall time: on a machine shared with other work the wall time of the same stage varies several-fold
            (measured: 0.6 s and 0.9 s for one stage in two runs, 4.3 s and 11.4 s for its tenfold size);
@@ -83,7 +83,7 @@ class Row:
     grew: float
     shard: float         # the fan-out actors' largest peak (0: none)
     shard_grew: float
-    data: float          # MiB on disk of the largest artifact read or written
+    data: float          # MiB on disk of the largest dataset read or written
     driver: float        # the driver's peak RSS during it
 
 
@@ -93,8 +93,10 @@ def rss_reset() -> None:
         f.write("5")
 
 
-def dir_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20 if Path(path).exists() else 0.0
+def dataset_mb(path: Path) -> float:
+    """MiB of the `datasets` directories at or under `path` (a checkpoint's weights are not data that moves)."""
+    dirs = [f.parent for f in Path(path).rglob("state.json")] if Path(path).exists() else []
+    return sum(f.stat().st_size for d in dirs for f in d.iterdir() if f.is_file()) / 2**20
 
 
 class MeasuredRunner:
@@ -110,8 +112,9 @@ class MeasuredRunner:
         m = self.runner.run(replace(stage, work=si.StageWork(stage.work)), cfg)
         wall, extra = time.time() - t0, m.extra
         shards = extra.get("bench_shards") or [{"start_mb": 0.0, "peak_mb": 0.0}]
-        data = max(dir_mb(p) for p in [stage.out, *stage.inputs.values()])
-        self.rows.append(Row(self.size, f"{stage.round}.{stage.name}", wall, extra["bench_work_s"], extra["bench_cpu_s"],
+        data = max(dataset_mb(p) for p in [stage.out, *stage.inputs.values()])
+        self.rows.append(Row(self.size, f"{stage.round}.{stage.name}", wall, extra["bench_work_s"],
+                             extra["bench_cpu_s"],
                              extra["peak_rss_mb"], extra["peak_rss_mb"] - extra["bench_start_mb"],
                              max(s["peak_mb"] for s in shards), max(s["peak_mb"] - s["start_mb"] for s in shards),
                              data, si.rss_mb("VmHWM")))
@@ -179,7 +182,8 @@ def run_size(n: int, args, work: Path, policy: str) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------- the report
 
-COLUMNS = ("stage", "wall s", "work s", "cpu s", "peak MB", "grew MB", "shard MB", "shard grew MB", "data MB", "driver MB")
+COLUMNS = ("stage", "wall s", "work s", "cpu s", "peak MB", "grew MB", "shard MB", "shard grew MB", "data MB",
+           "driver MB")
 
 
 def table(rows: list[Row]) -> list[str]:

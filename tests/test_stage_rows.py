@@ -102,7 +102,8 @@ def _generations(tmp_path, gold=None):
 
     prompts = arena_prompts("train")[:4]
     src = tmp_path / "prompts.jsonl"
-    src.write_text("".join(json.dumps({**p, "gold": (gold or (lambda i: ""))(i)}) + "\n" for i, p in enumerate(prompts)))
+    gold = gold or (lambda i: "")
+    src.write_text("".join(json.dumps({**p, "gold": gold(i)}) + "\n" for i, p in enumerate(prompts)))
     gens = [Generation(p["prompt_id"], p["prompt"], j, 0, text, 3, True, 1)
             for p in prompts for j, text in enumerate(["the wave the", "a very", "of some pine"])]
     stages._save((vars(g) for g in gens), tmp_path / "generations")
