@@ -132,3 +132,17 @@ def test_verdicts_flag_more_than_20_percent_either_way():
     assert "cannot size" in gpu_check.verdict(row(None, 1.0))
     text = gpu_check.report([row(10.0, 13.0), row(10.0, 10.5)], wall=500, mode="gpu")
     assert text.count("✗ train") == 1 and "✗ round 1 (with round 0) took 500s" in text
+
+
+def test_bench_generation_reports_a_missing_vllm_in_one_line_and_keeps_the_rest(monkeypatch, capsys):
+    """`make bench` on a plain `make setup`: the vLLM part is skipped with its reason, the HF part still runs."""
+    import importlib.util
+
+    import bench_generation
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert bench_generation.runnable(["hf", "vllm"]) == ["hf"]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vllm: skipped: the vllm package is not installed"), lines
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())   # installed: nothing skipped
+    assert bench_generation.runnable(["hf", "vllm"]) == ["hf", "vllm"] and capsys.readouterr().out == ""
