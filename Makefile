@@ -18,7 +18,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu clean
+.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -118,13 +118,24 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 
 # Throughput benchmarks (not tests): every scripts/bench_*.py with its short defaults, each printing ratios
 # measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
+# One that fails does not stop the others; the target fails at the end, naming them. Without vLLM installed
+# (a plain `make setup`), scripts/bench_generation.py says in one line that its vLLM part was skipped and why.
 bench: setup  ## every benchmark, short defaults (ratios measured side by side)
-	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
+	@failed=""; for s in scripts/bench_*.py; do echo "== $$s"; t0=$$SECONDS; \
+		$(BIN)/python $$s || failed="$$failed $$s"; echo "== $$s: $$((SECONDS - t0))s"; done; \
+		if [ -n "$$failed" ]; then echo "error: failed:$$failed" >&2; exit 1; fi
 
 # The GPU benchmarks (trainer vs TRL in bf16, PairRM vs llm-blender in fp16) at GPU sizes, in one command;
 # logs in bench_gpu/. Needs a CUDA GPU, and trl and llm-blender installed (scripts/bench_gpu.sh says more).
 bench-gpu:  ## the GPU benchmarks in one command (a CUDA machine)
 	PYTHON=$(BIN)/python bash scripts/bench_gpu.sh bench_gpu
+
+# One round of configs/gpu_check.yaml (SPPO, PairRM, K=5, bf16) on one CUDA GPU with random models of real shape
+# (Qwen2-0.5B policy, DeBERTa-v3-large PairRM): each stage's measured peak GPU memory and seconds next to
+# `make plan`'s estimate, and a verdict line where they differ by more than 20%. Models, run and log in
+# runs/gpu_check/. SMOKE=1: the same code at toy sizes on the CPU (runs/gpu_check_smoke/, about a minute).
+gpu-check: setup  ## one round on one GPU, measured memory vs make plan [SMOKE=1: toy sizes on the CPU] [ARGS=...]
+	$(BIN)/python scripts/gpu_check.py $(if $(filter 1,$(SMOKE)),--smoke,) $(ARGS)
 
 clean:  ## remove runs/, artifacts/ and caches
 	rm -rf runs artifacts .pytest_cache
