@@ -120,9 +120,15 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 # measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
 # One that fails does not stop the others; the target fails at the end, naming them. Without vLLM installed
 # (a plain `make setup`), scripts/bench_generation.py says in one line that its vLLM part was skipped and why.
-bench: setup  ## every benchmark, short defaults (ratios measured side by side)
-	@failed=""; for s in scripts/bench_*.py; do echo "== $$s"; t0=$$SECONDS; \
-		$(BIN)/python $$s || failed="$$failed $$s"; echo "== $$s: $$((SECONDS - t0))s"; done; \
+# Quick sizes where a script's defaults are the docs' shapes (its --help says more): bench_pairrm's low-precision
+# paths on 4 prompts of a 2-layer model (bf16 on a CPU is emulated: hundreds of seconds at the default size), and
+# bench_round's three modes once each on a tiny round.
+QUICK_bench_pairrm := --hidden 64 --layers 2 --prompts 4 --k 3 --repeats 2
+QUICK_bench_round := --reps 1 data.prompts_per_round=8 data.eval_limit=8 generation.k=2 generation.max_new_tokens=8 train.epochs=1
+bench: setup  ## every benchmark, quick sizes (ratios measured side by side)
+	@failed=""; for s in scripts/bench_*.py; do echo "== $$s"; t0=$$SECONDS; n=$$(basename $$s .py); \
+		case $$n in bench_pairrm) a="$(QUICK_bench_pairrm)";; bench_round) a="$(QUICK_bench_round)";; *) a="";; esac; \
+		$(BIN)/python $$s $$a || failed="$$failed $$s"; echo "== $$s: $$((SECONDS - t0))s"; done; \
 		if [ -n "$$failed" ]; then echo "error: failed:$$failed" >&2; exit 1; fi
 
 # The GPU benchmarks (trainer vs TRL in bf16, PairRM vs llm-blender in fp16) at GPU sizes, in one command;

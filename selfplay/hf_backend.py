@@ -39,8 +39,10 @@ class SeededGumbel(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_len  # generated-token index, same for every row
-        vocab = torch.arange(scores.shape[1], dtype=torch.int64)[None, :]
-        h = _mix((_mix(self.seeds ^ (step * 0x9E3779B1 & _M32)) + vocab * 0x85EBCA6B) & _M32)
+        # on the scores' device (a GPU's, where the model runs): the same integer hash gives the same samples
+        seeds = self.seeds.to(scores.device)
+        vocab = torch.arange(scores.shape[1], dtype=torch.int64, device=scores.device)[None, :]
+        h = _mix((_mix(seeds ^ (step * 0x9E3779B1 & _M32)) + vocab * 0x85EBCA6B) & _M32)
         u = (h.to(torch.float64) + 0.5) / 2.0**32
         gumbel = -torch.log(-torch.log(u)).to(scores.dtype)
         return scores + gumbel
