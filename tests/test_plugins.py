@@ -68,7 +68,7 @@ def _write(repo, files: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_adding_an_algorithm_as_the_readme_shows(repo):
-    files, commands = readme_example("Add an algorithm")
+    files, commands = readme_example("How to add an algorithm")
     assert not files and [c.split()[0] for c in commands] == ["cp", "sed", "python", "make", "make", "make"]
     for command in commands[:2]:
         assert run(repo, command).returncode == 0, command
@@ -90,7 +90,7 @@ def test_adding_an_algorithm_as_the_readme_shows(repo):
 
 @pytest.mark.slow
 def test_adding_a_judge_as_the_readme_shows(repo):
-    files, commands = readme_example("Add a judge")
+    files, commands = readme_example("How to add a judge")
     assert list(files) == ["judges/shortest.py"] and len(commands) == 1
     _write(repo, files)
     done = run(repo, commands[0])
@@ -102,7 +102,7 @@ def test_adding_a_judge_as_the_readme_shows(repo):
 @pytest.mark.slow
 def test_adding_a_backend_as_the_readme_shows(repo):
     import datasets
-    files, commands = readme_example("Add a backend")
+    files, commands = readme_example("How to add a backend")
     assert list(files) == ["selfplay/backends/prefix.py"] and len(commands) == 1
     _write(repo, files)
     done = run(repo, commands[0])
