@@ -205,6 +205,10 @@ FORMULAS = {   # LOSSES name: (argument names, formula)
     # EGPO's online IPO loss (code simulations/loss_funcs.py): (h_ref(y, y') − (P(y ≻ y″) − P(y' ≻ y″))/β)²
     "egpo": (("pc", "pr", "rc", "rr", "wc", "wr", "beta"),
              lambda pc, pr, rc, rr, wc, wr, beta: ((pc - rc) - (pr - rr) - (wc - wr) / beta) ** 2),
+    # Nash-MD-PG, arXiv 2312.00886 in TRL's form (notes §6.2), sequence-level KL: its value is
+    # [β(log π_θ(y) − log π_ref(y)) − (P(y ≻ y′) − ½)]·log π_θ(y) (the stop-gradient only changes ∇)
+    "nash_md": (("pc", "rc", "wc", "beta"),
+                lambda pc, rc, wc, beta: (beta * (pc - rc) - (wc - 0.5)) * pc),
 }
 
 
@@ -275,5 +279,5 @@ def test_every_registered_algorithm_loss_equals_its_paper_formula(apo_base):
 
 def test_unknown_loss_names_are_rejected():
     assert L.get_loss("egpo") is L.LOSSES["egpo"]
-    with pytest.raises(ValueError, match="'ppo'.*dno, dpo, egpo, inpo, ipo, sppo"):
+    with pytest.raises(ValueError, match="'ppo'.*dno, dpo, egpo, inpo, ipo, nash_md, sppo"):
         L.get_loss("ppo")
