@@ -37,12 +37,13 @@ def ctx(round_=1, **loss):
 
 
 def test_registry_lists_every_algorithm():
-    assert set(ALGORITHMS) == {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo"}
-    assert get_algorithm("egpo").update is not None
+    assert set(ALGORITHMS) == {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo", "nash_md"}
+    assert get_algorithm("egpo").update is not None and get_algorithm("nash_md").update is not None
     assert all(get_algorithm(n).update is None for n in ("sppo", "inpo", "dno", "apo", "dpo", "ipo"))
     assert get_algorithm("inpo").references == ("initial", "previous")
     assert get_algorithm("apo").references == ("previous", "previous2")
     assert get_algorithm("egpo").references == ("initial",)
+    assert get_algorithm("nash_md").references == ("initial",)
 
 
 # ---- INPO: the knockout tournament (arXiv 2407.00617 §4.1, spec §2.1) -----------------------------

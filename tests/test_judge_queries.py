@@ -28,6 +28,7 @@ EXPECTED = {
     "inpo": [2, 6, 10, 20, 30, 42, 22, 72, 90, 110, 132, 156, 182, 210, 46],
     "egpo": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30],    # 2 × (K − 1): each pair vs one y″
     "dno": [0] * 15,                                                     # scores only
+    "nash_md": [2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14, 16],     # 2 × ⌊K/2⌋: (0, 1), (2, 3), …
 }
 # Batched judge calls, whatever the number of prompts: one per bracket level for INPO (log2 K + 1).
 CALLS = {"inpo": {4: 3, 8: 4, 16: 5}}

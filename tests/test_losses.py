@@ -247,6 +247,8 @@ ALGORITHM_FORMULAS = {   # name: (references read, formula of (x, loss config))
     "dno": (("previous",), lambda x, c: FORMULAS["dno"][1](x["pc"], x["pr"], x["vc"], x["vr"], c.beta, x["z"])),
     "egpo": (("initial",),
              lambda x, c: FORMULAS["egpo"][1](x["pc"], x["pr"], x["rc"], x["rr"], x["wc"], x["wr"], c.beta)),
+    # the online batch's first sequence is y ~ π_θ, its win rate P(y ≻ y′) against the mixture sample
+    "nash_md": (("initial",), lambda x, c: FORMULAS["nash_md"][1](x["pc"], x["rc"], x["wc"], c.beta)),
     # iterative DPO against π_t; CREAM's consistency C (the pair's target) softens the label: ls = 1 − C(1 − ls₀)
     "dpo": (("previous",),
             lambda x, c: _dpo(x["pc"], x["pr"], x["vc"], x["vr"], c.beta, 1 - x["z"] * (1 - c.label_smoothing))),

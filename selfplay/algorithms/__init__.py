@@ -91,7 +91,7 @@ class Algorithm:
 def _registry() -> dict[str, Algorithm]:
     from selfplay.algorithms import sppo
     algos = [sppo.ALGORITHM]
-    for mod in ("inpo", "dno", "egpo", "apo", "dpo"):  # filled in as each lands
+    for mod in ("inpo", "dno", "egpo", "apo", "dpo", "nash_md"):  # filled in as each lands
         try:
             m = __import__(f"selfplay.algorithms.{mod}", fromlist=["ALGORITHMS"])
         except ModuleNotFoundError:
