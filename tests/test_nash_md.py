@@ -221,7 +221,7 @@ def test_mixture_endpoints_are_the_policy_and_the_reference_token_for_token(two_
     from selfplay.mixture import sample_mixture
     tok, policy, ref = two_models
     reqs = [Request(f"Tell me about the {t}, please.", 10 + i) for i, t in enumerate(["ocean", "city", "forest music"])]
-    for spec in (SamplingSpec(2, max_new_tokens=8), SamplingSpec(2, 0.7, 0.9, 8, 5)):
+    for spec in (SamplingSpec(2, max_new_tokens=12), SamplingSpec(2, 0.7, 0.9, 12, 5)):
         mine, theirs = sample_live(policy, tok, reqs, spec, 4), sample_live(ref, tok, reqs, spec, 4)
         assert sample_mixture(policy, ref, tok, reqs, spec, 0.0, batch_size=3) == mine
         assert sample_mixture(policy, ref, tok, reqs, spec, 1.0, batch_size=5) == theirs
