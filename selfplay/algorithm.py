@@ -98,3 +98,17 @@ class Algorithm:
     # takes steps, not epochs.
     check: Callable[[object], Iterator[str]] = lambda cfg: iter(())
     name: str = ""                     # set by the registry: the module's name
+
+
+# An online update (EGPO's, Nash-MD's) samples y″ / y′ with its own sampler and counts steps, not epochs.
+ONLINE_READS = ("generation.opponent_temperature", "generation.opponent_top_k", "train.steps_per_round")
+
+
+def check_online(cfg) -> Iterator[str]:
+    """An online update takes steps on fresh samples of the trainer's own weights."""
+    if cfg.train.epochs != 1:
+        yield (f"train.epochs={cfg.train.epochs}: algorithm {cfg.algorithm}'s online update takes "
+               "train.steps_per_round steps on fresh samples, not epochs; set train.epochs: 1")
+    if cfg.train.strategy != "ddp":
+        yield (f"algorithm {cfg.algorithm} samples from the trainer's own weights at every step; with train.strategy="
+               f"{cfg.train.strategy} the weights are sharded. Use train.strategy=ddp (with LoRA for large models)")

@@ -71,8 +71,8 @@ class GenerationConfig:
     top_k: int = 0                     # 0 = no top-k filter (EGPO's authors: 10 for (y, y′))
     max_new_tokens: int = 24
     batch_size: int = 64
-    # EGPO's y″ (the opponent the pair is judged against) has its own sampler: the authors draw it at
-    # temperature 1 with no top-k while (y, y′) use the settings above. Read only by algorithm egpo.
+    # The online algorithms' opponent has its own sampler: EGPO's y″ (its authors: temperature 1, no top-k,
+    # while (y, y′) use the settings above) and Nash-MD's mixture sample y′. Read only by egpo and nash_md.
     opponent_temperature: float = 1.0
     opponent_top_k: int = 0
     num_engines: int = 1               # data-parallel generation actors
@@ -107,9 +107,11 @@ class JudgeConfig:
 @dataclass(frozen=True)
 class LossConfig:
     eta: float = 10.0                  # SPPO η (authors' β = 1/η); INPO η
-    beta: float = 0.1                  # DPO / IPO / DNO / EGPO β
+    beta: float = 0.1                  # DPO / IPO / DNO / EGPO β; Nash-MD's KL(π_θ‖π_ref) strength
     tau: float = 0.0                   # INPO τ (0 = INPO without KL)
     alpha: float = 0.3                 # APO momentum α (0 = iterative DPO/SPPO)
+    mixture_coef: float = 0.125        # Nash-MD: weight m of π_ref in the opponent's per-token mixture π_θ^{1−m} π_ref^m
+                                       # (EGPO's code runs Nash-MD at 0.125; TRL's default is 0.5)
     apo_base: str = "sppo"             # APO base loss: sppo | dpo
     label_smoothing: float = 0.0
     average_logprobs: bool = False     # per-token means instead of sums (EGPO's default is True)
@@ -134,7 +136,7 @@ class TrainConfig:
     strategy: str = "ddp"              # ddp | fsdp (shard params/grads/optimizer) | fsdp_offload (shards on host)
     lora_rank: int = 0                 # > 0: peft LoRA on every linear layer, merged into the saved checkpoint
     lora_alpha: float = 16.0
-    # Online updates (algorithm egpo): optimizer steps per round, each a half+full extragradient pair on
+    # Online updates (egpo, nash_md): optimizer steps per round (egpo's: each a half+full extragradient pair), on
     # train.batch_size fresh prompts sampled from the trainer's own weights. 0 = one pass over the round's prompts.
     steps_per_round: int = 0
 
@@ -327,6 +329,7 @@ def validate(cfg: Config) -> None:
         _check(getattr(lo, name) > 0, f"loss.{name}: step size must be positive, got {getattr(lo, name)}")
     _check(0 <= lo.tau <= lo.eta, f"loss.tau: must be in [0, loss.eta], got {lo.tau}")
     _check(0 <= lo.alpha < 1, f"loss.alpha: must be in [0, 1), got {lo.alpha}")
+    _check(0 <= lo.mixture_coef <= 1, f"loss.mixture_coef: must be in [0, 1], got {lo.mixture_coef}")
     _check(lo.apo_base in ("sppo", "dpo"), f"loss.apo_base: sppo or dpo, got {lo.apo_base!r}")
     _check(0 <= lo.label_smoothing < 0.5, f"loss.label_smoothing: must be in [0, 0.5), got {lo.label_smoothing}")
     _check(0 <= lo.dno_replay <= 1, f"loss.dno_replay: must be in [0, 1], got {lo.dno_replay}")

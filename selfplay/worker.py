@@ -16,6 +16,7 @@ gradients reduced in fp32 (a bf16 reduce-scatter would round the sum of W gradie
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import math
@@ -90,15 +91,22 @@ class Worker:
         """Reference log-probs for pairs sampled mid-update: from frozen models kept for the whole update
         (LoRA: the base with its adapters disabled), never from the moving policy."""
         out = {}
-        for name, path in self.job.references.items():
-            if self.spec.lora_rank > 0 and path == self.job.policy_path:
-                with self._forward_model().disable_adapter():
-                    out[name] = self._score(self._forward_model(), pairs)
-                continue
-            if path not in self._frozen:
-                self._frozen[path] = load_policy(path, self.cfg.model.dtype, self.device)[1].eval()
-            out[name] = self._score(self._frozen[path], pairs)
+        for name in self.job.references:
+            model, mode = self.frozen_model(name)
+            with mode():
+                out[name] = self._score(model, pairs)
         return out
+
+    def frozen_model(self, name: str):
+        """(model, mode) for reference `name` mid-update, run inside `with mode():`. With LoRA on the
+        round's own policy it is the live model with its adapters disabled (no second copy); otherwise
+        a model loaded on first use and kept for the whole update (Nash-MD also samples from it)."""
+        path = self.job.references[name]
+        if self.spec.lora_rank > 0 and path == self.job.policy_path:
+            return self._forward_model(), self._forward_model().disable_adapter
+        if path not in self._frozen:
+            self._frozen[path] = load_policy(path, self.cfg.model.dtype, self.device)[1].eval()
+        return self._frozen[path], contextlib.nullcontext
 
     def live_model(self):
         """The model to sample from with the current weights (unwrapped from DDP)."""

@@ -124,7 +124,8 @@ def test_a_changed_lora_rank_or_strategy_changes_what_the_plan_trains():
 def test_paper_config_loss_settings_change_the_loss(name):
     """Each loss key the file sets is read by its algorithm: moving it changes the loss on a fixed batch
     (average_logprobs, read by the trainer's log-prob call rather than the loss, is checked on a model;
-    DNO's dno_* keys steer its pair rule, not the loss, and are exercised by the DNO pair-rule tests)."""
+    DNO's dno_* keys steer its pair rule, not the loss, and are exercised by the DNO pair-rule tests;
+    Nash-MD's mixture_coef steers its opponent sampler, checked to reach it in tests/test_nash_md.py)."""
     import dataclasses
 
     import torch
@@ -141,7 +142,9 @@ def test_paper_config_loss_settings_change_the_loss(name):
     base = algo.loss(t, cfg.loss)
     pair_rule = [k for k in raw.get("loss", {}) if k.startswith("dno_")]
     assert set(pair_rule) <= set(algo.loss_keys), name
-    keys = [k for k in raw.get("loss", {}) if k != "average_logprobs" and k not in pair_rule]
+    sampler = [k for k in raw.get("loss", {}) if k == "mixture_coef"]
+    assert set(sampler) <= set(algo.loss_keys), name
+    keys = [k for k in raw.get("loss", {}) if k != "average_logprobs" and k not in pair_rule + sampler]
     assert keys, name
     for key in keys:
         value = getattr(cfg.loss, key)

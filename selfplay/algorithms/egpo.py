@@ -42,7 +42,7 @@ import random
 
 import numpy as np
 
-from selfplay.algorithm import Algorithm, Comparisons, Pair, PairContext, PairTensors
+from selfplay.algorithm import ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online
 from selfplay.artifacts import seed_for
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -188,18 +188,7 @@ def reference(t: PairTensors, cfg) -> "torch.Tensor":
     return ((t.policy_chosen - rc) - (t.policy_rejected - rr) - (t.chosen_winrate - t.rejected_winrate) / cfg.beta) ** 2
 
 
-def check(cfg):
-    """The online update takes steps on fresh samples of the trainer's own weights."""
-    if cfg.train.epochs != 1:
-        yield (f"train.epochs={cfg.train.epochs}: algorithm egpo's online update takes train.steps_per_round "
-               "extragradient iterations on fresh samples, not epochs; set train.epochs: 1")
-    if cfg.train.strategy != "ddp":
-        yield ("algorithm egpo samples from the trainer's own weights at every step; with train.strategy="
-               f"{cfg.train.strategy} the weights are sharded. Use train.strategy=ddp (with LoRA for large models)")
-
-
 ALGORITHM = Algorithm(loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",), make_pairs=make_pairs,
                       loss=_loss, reference=reference, update=update, horizon=horizon, comparisons=COMPARISONS,
                       # y″'s own sampler, and the online step count: only this update reads them
-                      reads=("generation.opponent_temperature", "generation.opponent_top_k", "train.steps_per_round"),
-                      check=check)
+                      reads=ONLINE_READS, check=check_online)
