@@ -203,7 +203,7 @@ class Config:
     eval_judge: JudgeConfig = field(default_factory=JudgeConfig)   # absent from the file: a copy of judge:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    # The synthetic arena's oracle (selfplay/arena.py ArenaRules: quality_weight, style_weight, quality_cap):
+    # The synthetic arena's oracle (selfplay/arena.py ArenaRules: the two weights, quality_cap, unstyled_penalty):
     # read by the oracle judge and by the evaluate stage's exploitability on arena prompts.
     arena: ArenaRules = field(default_factory=ArenaRules)
 
@@ -363,6 +363,7 @@ def validate(cfg: Config) -> None:
     a = cfg.arena
     _check(a.quality_weight >= 0 and a.style_weight >= 0 and a.quality_cap >= 0,
            f"arena: quality_weight, style_weight and quality_cap must be >= 0, got {a}")
+    _check(a.unstyled_penalty >= 0, f"arena: unstyled_penalty must be >= 0, got {a.unstyled_penalty}")
     _check(cfg.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode: offline, online or disabled, got {cfg.wandb.mode!r}")
     sources = [d.train_prompts] if isinstance(d.train_prompts, str) else list(d.train_prompts)
     for i, src in enumerate(sources):
