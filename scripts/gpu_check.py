@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from gpu_check_models import GPU, SMOKE, build_inputs
 
     from pipelines.plan import build_plan
-    from selfplay.config import ConfigError, load_config
+    from selfplay.config import ConfigError
+    from pipelines.config import load_config
     work = Path(args.work or f"runs/gpu_check{'_smoke' if args.smoke else ''}").resolve()
     t0 = time.time()
     inputs = build_inputs(work / "models", SMOKE if args.smoke else GPU)
