@@ -330,7 +330,6 @@ def validate(cfg: Config) -> None:
     _check(0 <= lo.tau <= lo.eta, f"loss.tau: must be in [0, loss.eta], got {lo.tau}")
     _check(0 <= lo.alpha < 1, f"loss.alpha: must be in [0, 1), got {lo.alpha}")
     _check(0 <= lo.mixture_coef <= 1, f"loss.mixture_coef: must be in [0, 1], got {lo.mixture_coef}")
-    _check(lo.apo_base in ("sppo", "dpo"), f"loss.apo_base: sppo or dpo, got {lo.apo_base!r}")
     _check(0 <= lo.label_smoothing < 0.5, f"loss.label_smoothing: must be in [0, 0.5), got {lo.label_smoothing}")
     _check(0 <= lo.dno_replay <= 1, f"loss.dno_replay: must be in [0, 1], got {lo.dno_replay}")
     for name in ("dno_margin", "dno_student_margin"):   # NaN fails too

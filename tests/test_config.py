@@ -33,6 +33,9 @@ def test_defaults_and_overrides_are_typed():
     (["loss.tau=0.5"], "loss.tau=0.5 has no effect with algorithm sppo"),
     (["algorithm=dpo", "loss.dno_margin=0.2"], "loss.dno_margin=0.2 has no effect with algorithm dpo"),
     (["algorithm=egpo", "loss.eta=3"], "loss.eta=3.0 has no effect with algorithm egpo"),
+    (["algorithm=apo", "loss.apo_base=ipo"], "loss.apo_base: sppo or dpo, got 'ipo'"),    # apo's own check
+    (["algorithm=nash_md", "train.epochs=2"], "train.epochs=2: algorithm nash_md's online update"),
+    (["data.teacher_column=gold"], "data.teacher_column='gold' has no effect with algorithm sppo: only dno reads it"),
     (["generation.tensor_parallel_size=2"], "needs the vllm backend"),
     (["train.strategy=fsdp_offload"], "fsdp_offload moves shards"),
     (["model.dtype=float64"], "model.dtype: float32, bfloat16 or float16"),
