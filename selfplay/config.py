@@ -134,8 +134,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     workers: int = 1                   # data-parallel Ray Train workers, each with resources.trainer
     strategy: str = "ddp"              # ddp | fsdp (shard params/grads/optimizer) | fsdp_offload (shards on host)
-    lora_rank: int = 0                 # > 0: peft LoRA on every linear layer, merged into the saved checkpoint
+    lora_rank: int = 0                 # > 0: peft LoRA adapters, merged into the saved checkpoint
     lora_alpha: float = 16.0
+    lora_targets: str | tuple[str, ...] = "all-linear"   # every linear layer but the head, or module names (peft matches
+                                       # a name's last part; EGPO's code names none: peft's qwen2 default [q_proj, v_proj])
     # Online updates (egpo, nash_md): optimizer steps per round (egpo's: each a half+full extragradient pair), on
     # train.batch_size fresh prompts sampled from the trainer's own weights. 0 = one pass over the round's prompts.
     steps_per_round: int = 0
@@ -345,6 +347,8 @@ def validate(cfg: Config) -> None:
     _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
+    _check(t.lora_targets == "all-linear" or (isinstance(t.lora_targets, tuple) and t.lora_rank > 0), f"train.lora_targets="
+           f"{t.lora_targets!r}: all-linear, or module names with train.lora_rank > 0 (it is unread at rank 0)")
     _check_settings_take_effect(cfg, ALGORITHMS[cfg.algorithm])
     _check_init(cfg)
     _check(d.reuse_prompts or isinstance(d.train_prompts, str) or len(set(d.train_prompts)) == len(d.train_prompts),

@@ -252,8 +252,9 @@ def _load_trainable(path: str, dtype: str, spec, device):
     if spec.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
         # dropout 0: the update stays deterministic, so workers and runs agree exactly.
+        targets = spec.lora_targets if spec.lora_targets == "all-linear" else list(spec.lora_targets)
         lc = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, bias="none",
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM")
         model = get_peft_model(model, lc, autocast_adapter_dtype=True)   # adapters fp32 over a bf16 base
     return tok, model
 

@@ -38,6 +38,9 @@ def test_defaults_and_overrides_are_typed():
     (["model.dtype=float64"], "model.dtype: float32, bfloat16 or float16"),
     (["data.train_prompts=[]"], "data.train_prompts: expected a non-empty list"),
     (["resources.gpu_memory_gb=0"], "resources.gpu_memory_gb: must be positive"),
+    # the fidelity keys: out of range, or set where nothing reads them
+    (["train.lora_targets=[q_proj]"], "all-linear, or module names with train.lora_rank > 0"),
+    (["train.lora_rank=4", "train.lora_targets=q_proj"], "train.lora_targets='q_proj': all-linear, or module names"),
 ])
 def test_bad_values_give_one_clear_message(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -113,7 +116,10 @@ def test_a_changed_lora_rank_or_strategy_changes_what_the_plan_trains():
     egpo, sppo = "egpo_qwen25_1p5b.yaml", "sppo_mistral7b_pairrm.yaml"
     tr = lambda name, *o: {s.stage: s for s in _plan(name, 2, *o).stages}["train"]  # noqa: E731
     assert tr(egpo).training.startswith("ddp×1, LoRA r256 (")
-    assert tr(egpo, "train.lora_rank=0").training == "ddp×1, full FT, adamw"
+    # full fine-tuning reads no LoRA targets: the paper's [q_proj, v_proj] goes with the rank
+    assert tr(egpo, "train.lora_rank=0", "train.lora_targets=all-linear").training == "ddp×1, full FT, adamw"
+    with pytest.raises(ConfigError, match="train.lora_targets=.*unread at rank 0"):
+        tr(egpo, "train.lora_rank=0")
     assert tr(sppo, "train.lora_rank=16").training.startswith("fsdp×8, LoRA r16 (")
     assert tr(sppo, "train.lora_rank=16").dtype == "bf16 base + fp32 LoRA"
     assert tr(sppo, "train.workers=4").training.startswith("fsdp×4, ") and tr(sppo, "train.workers=4").actors == 4
