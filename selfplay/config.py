@@ -141,6 +141,7 @@ class TrainConfig:
     # Online updates (egpo, nash_md): optimizer steps per round (egpo's: each a half+full extragradient pair), on
     # train.batch_size fresh prompts sampled from the trainer's own weights. 0 = one pass over the round's prompts.
     steps_per_round: int = 0
+    extragradient_prompts: str = "successive"   # egpo: successive (each half its own batch, as the authors) | same
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,15 @@ class Worker:
         return weights, copy.deepcopy(self.opt.state_dict())
 
     def restore(self, state: tuple[list[torch.Tensor], dict]) -> None:
+        """Weights and optimizer state back to the snapshot; the LR schedule is not rolled back. The saved
+        optimizer state carries the snapshot's learning rate, so the schedule's current one is put back."""
         weights, opt_state = state
         with torch.no_grad():
             for p, w in zip(self.probe.params, weights):
                 local_tensor(p).copy_(w)
         self.opt.load_state_dict(opt_state)
+        for group, lr in zip(self.opt.param_groups, self.sched.get_last_lr()):
+            group["lr"] = lr
 
     def on_rank0(self, fn):
         """fn() on rank 0, its result sent to every worker (the others wait in the broadcast)."""

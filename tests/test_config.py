@@ -41,6 +41,8 @@ def test_defaults_and_overrides_are_typed():
     # the fidelity keys: out of range, or set where nothing reads them
     (["train.lora_targets=[q_proj]"], "all-linear, or module names with train.lora_rank > 0"),
     (["train.lora_rank=4", "train.lora_targets=q_proj"], "train.lora_targets='q_proj': all-linear, or module names"),
+    (["train.extragradient_prompts=same"], "train.extragradient_prompts='same' has no effect with algorithm sppo: only egpo"),
+    (["algorithm=egpo", "train.epochs=1", "train.extragradient_prompts=both"], "train.extragradient_prompts: successive or same"),
 ])
 def test_bad_values_give_one_clear_message(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
