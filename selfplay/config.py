@@ -60,6 +60,9 @@ class DataConfig:
     prompts_per_round: int = 96        # round n uses its own slice of the pool (or its own source)
     reuse_prompts: bool = False        # allow rounds past the end of the pool/list (wrapping around); else an error
     eval_limit: int = 0                # 0 = every eval prompt
+    single_turn: bool = False          # prompt_column holds chat-message lists: keep one-message rows (EGPO's lms/utils.py)
+    max_prompt_chars: int = 0          # keep prompts (train and eval) shorter than this many characters (0 = any length)
+    max_prompts: int = 0               # a training source's first N prompts left by the two above (0 = all)
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,7 @@ def validate(cfg: Config) -> None:
     _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
+    _check(d.max_prompt_chars >= 0 and d.max_prompts >= 0, "data.max_prompt_chars / max_prompts: 0 (off) or a count")
     _check(t.lora_targets == "all-linear" or (isinstance(t.lora_targets, tuple) and t.lora_rank > 0), f"train.lora_targets="
            f"{t.lora_targets!r}: all-linear, or module names with train.lora_rank > 0 (it is unread at rank 0)")
     _check_settings_take_effect(cfg, ALGORITHMS[cfg.algorithm])

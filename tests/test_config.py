@@ -39,6 +39,8 @@ def test_defaults_and_overrides_are_typed():
     (["data.train_prompts=[]"], "data.train_prompts: expected a non-empty list"),
     (["resources.gpu_memory_gb=0"], "resources.gpu_memory_gb: must be positive"),
     # the fidelity keys: out of range, or set where nothing reads them
+    (["data.max_prompt_chars=-300"], "data.max_prompt_chars / max_prompts: 0"),
+    (["data.max_prompts=-1"], "data.max_prompt_chars / max_prompts: 0"),
     (["train.lora_targets=[q_proj]"], "all-linear, or module names with train.lora_rank > 0"),
     (["train.lora_rank=4", "train.lora_targets=q_proj"], "train.lora_targets='q_proj': all-linear, or module names"),
     (["train.extragradient_prompts=same"], "train.extragradient_prompts='same' has no effect with algorithm sppo: only egpo"),
