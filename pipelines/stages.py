@@ -100,7 +100,7 @@ def _check_lengths(rows: list, policy: str, cfg: Config, round_: int) -> None:
 
     from selfplay.data import check_prompt_lengths, check_room, model_positions
     tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=False)
-    check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts")
+    check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts", cfg.model.max_prompt_length)
     check_room(rows, tok, model_positions(policy), cfg.generation.max_new_tokens, f"round {round_}'s prompts")
 
 

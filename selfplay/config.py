@@ -36,6 +36,8 @@ class ModelConfig:
                                        # state stay fp32 (master weights) whatever this says; checkpoints, frozen
                                        # references and generation engines use this dtype
     max_length: int = 512              # prompt + response tokens seen by the trainer
+    max_prompt_length: int = 0         # 0: (prompt + response)[:max_length]. N > 0, SPPO's sppo/trainer.py: a pair too long
+                                       # keeps its prompt's last N tokens, then both responses' first max_length − N
     # Model facts for `make plan` and the memory checks when the checkpoint is not a local directory
     # (a local config.json wins). 0 = unknown: the plan then cannot size the model and says so.
     num_parameters: float = 0.0        # e.g. 7.24e9
@@ -102,6 +104,7 @@ class JudgeConfig:
     num_actors: int = 1                # data-parallel judge actors, each with resources.judge; prompts are sharded
     dtype: str = "auto"                # pairrm weights: auto (fp16 on a GPU, fp32 on the CPU, as llm-blender) | float32 |
                                        # bfloat16 | float16 | int8 (CPU: dynamic int8 quantisation of the linear layers)
+    prompt_format: str = "raw"         # pairrm's prompt: raw | chat (the policy's chat template up to the answer: SPPO's rank.py)
     mode: str = "pairwise"             # llm: pairwise (A/B verdicts, both orders) | rubric (DNO's 6-point additive rubric,
                                        # all candidates scored side by side; P(a ≻ b) = 1 / ½ / 0 by score; endpoint only;
                                        # max_new_tokens 0 = 256 per candidate shown)
@@ -361,6 +364,7 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     _check(m.dtype in ("float32", "bfloat16", "float16"), f"model.dtype: float32, bfloat16 or float16, got {m.dtype!r}")
     _check(m.max_length >= 8, f"model.max_length: must be >= 8, got {m.max_length}")
+    _check(0 <= m.max_prompt_length < m.max_length, f"model.max_prompt_length: 0 or < max_length, got {m.max_prompt_length}")
     for name in ("num_parameters", "hidden_size", "num_layers"):
         _check(getattr(m, name) >= 0, f"model.{name}: must be >= 0 (0 = read the checkpoint's config.json), got {getattr(m, name)}")
     _check(cfg.resources.gpu_memory_gb > 0, f"resources.gpu_memory_gb: must be positive, got {cfg.resources.gpu_memory_gb}")

@@ -285,7 +285,8 @@ def _source_size(src: str, d: DataConfig) -> int:
 # not truncated: the trainer keeps the first max_length tokens of prompt + response, so such a pair would
 # contribute no response token (a pair that only dilutes the loss), and cutting the prompt instead would
 # train the policy on a different question from the one the judge judged. Shorter prompts leave the
-# response max_length − prompt tokens, as TRL's max_length does.
+# response max_length − prompt tokens, as TRL's max_length does. With model.max_prompt_length set the
+# trainer does cut prompts (SPPO's rule, selfplay/logprobs.py encode), so none is refused.
 
 def prompt_token_counts(tok, prompts: list[str]) -> list[int]:
     """Tokens of each prompt as the trainer sees it: the chat template with the generation prompt."""
@@ -294,7 +295,9 @@ def prompt_token_counts(tok, prompts: list[str]) -> list[int]:
     return [len(ids) for ids in tok(heads, add_special_tokens=False).input_ids] if heads else []
 
 
-def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: str) -> None:
+def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: str, max_prompt_length: int = 0) -> None:
+    if max_prompt_length:
+        return   # the trainer keeps such a prompt's last max_prompt_length tokens: room is left for the response
     counts = prompt_token_counts(tok, [r.prompt for r in rows])
     long = [(r.prompt_id, n) for r, n in zip(rows, counts) if n >= max_length]
     if long:
@@ -314,7 +317,8 @@ def check_round_prompt_lengths(cfg: Config, rounds: list[int], tokenizer_dir: st
         if tok is None:   # imported here: transformers takes 4-6 s to import, which builtin prompts never need
             from transformers import AutoTokenizer
             tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
-        check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})")
+        check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})",
+                             cfg.model.max_prompt_length)
 
 
 def model_positions(checkpoint: str) -> int | None:

@@ -210,7 +210,8 @@ class Worker:
                 # both sides in one call: its length groups then mix chosen and rejected sequences
                 lp = sequence_logprobs(model, self.tok, [p.prompt for p in sel] * 2,
                                        [p.chosen for p in sel] + [p.rejected for p in sel],
-                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length,
+                                       max_prompt_length=cfg.model.max_prompt_length, paired=True)
                 chosen.append(lp[:len(sel)])
                 rejected.append(lp[len(sel):])
         model.train(was_training)

@@ -39,12 +39,16 @@ def test_defaults_and_overrides_are_typed():
     (["data.train_prompts=[]"], "data.train_prompts: expected a non-empty list"),
     (["resources.gpu_memory_gb=0"], "resources.gpu_memory_gb: must be positive"),
     # the fidelity keys: out of range, or set where nothing reads them
+    (["model.max_prompt_length=128"], "model.max_prompt_length: 0 or < max_length"),
+    (["model.max_prompt_length=-1"], "model.max_prompt_length: 0 or < max_length"),
     (["data.max_prompt_chars=-300"], "data.max_prompt_chars / max_prompts: 0"),
     (["data.max_prompts=-1"], "data.max_prompt_chars / max_prompts: 0"),
     (["train.lora_targets=[q_proj]"], "all-linear, or module names with train.lora_rank > 0"),
     (["train.lora_rank=4", "train.lora_targets=q_proj"], "train.lora_targets='q_proj': all-linear, or module names"),
     (["train.extragradient_prompts=same"], "train.extragradient_prompts='same' has no effect with algorithm sppo: only egpo"),
     (["algorithm=egpo", "train.epochs=1", "train.extragradient_prompts=both"], "train.extragradient_prompts: successive or same"),
+    (["judge.prompt_format=chat"], "judge.prompt_format: the oracle judge does not read it"),
+    (["judge.name=pairrm", "judge.prompt_format=templated"], "judge.prompt_format: raw or chat, got 'templated'"),
 ])
 def test_bad_values_give_one_clear_message(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
