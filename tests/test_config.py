@@ -219,3 +219,17 @@ def test_help_lists_plugins_and_make_help_lists_targets(capsys):
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     for target in ("iterate", "plan", "test", "dashboard", "submit", "help"):
         assert any(line.split()[:1] == [target] for line in out.splitlines()), target
+
+
+def test_paper_configs_take_the_values_the_authors_code_runs_with():
+    """Values read in the authors' code at the pinned commits (docs/algorithms.md, provenance), where the
+    code sets nothing and a library default applies. Reverting one of them to a guess fails here."""
+    egpo = load_config(ROOT / "configs/paper/egpo_qwen25_1p5b.yaml")
+    assert egpo.generation.max_new_tokens == 64            # trl 0.13 OnlineDPOConfig.max_new_tokens (none passed)
+    assert egpo.train.lora_targets == ("q_proj", "v_proj")  # peft's qwen2 default (configs.py names no targets)
+    assert egpo.train.extragradient_prompts == "successive"  # training_step takes the next batch every step
+    d = egpo.data                                           # lms/utils.py transform_into_chat's defaults
+    assert (d.prompt_column, d.single_turn, d.max_prompt_chars, d.max_prompts) == ("context_messages", True, 300, 30000)
+    assert d.prompts_per_round == 2 * egpo.train.steps_per_round * egpo.train.batch_size   # each prompt once a round
+    inpo = load_config(ROOT / "configs/paper/inpo_llama3_8b.yaml")
+    assert inpo.train.epochs == 2                           # third-party inpo_train.py's default, not overridden
