@@ -36,6 +36,8 @@ class ModelConfig:
                                        # state stay fp32 (master weights) whatever this says; checkpoints, frozen
                                        # references and generation engines use this dtype
     max_length: int = 512              # prompt + response tokens seen by the trainer
+    max_prompt_length: int = 0         # 0: (prompt + response)[:max_length]. N > 0, SPPO's sppo/trainer.py: a pair too long
+                                       # keeps its prompt's last N tokens, then both responses' first max_length − N
     # Model facts for `make plan` and the memory checks when the checkpoint is not a local directory
     # (a local config.json wins). 0 = unknown: the plan then cannot size the model and says so.
     num_parameters: float = 0.0        # e.g. 7.24e9
@@ -60,6 +62,9 @@ class DataConfig:
     prompts_per_round: int = 96        # round n uses its own slice of the pool (or its own source)
     reuse_prompts: bool = False        # allow rounds past the end of the pool/list (wrapping around); else an error
     eval_limit: int = 0                # 0 = every eval prompt
+    single_turn: bool = False          # prompt_column holds chat-message lists: keep one-message rows (EGPO's lms/utils.py)
+    max_prompt_chars: int = 0          # keep prompts (train and eval) shorter than this many characters (0 = any length)
+    max_prompts: int = 0               # a training source's first N prompts left by the two above (0 = all)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class JudgeConfig:
     num_actors: int = 1                # data-parallel judge actors, each with resources.judge; prompts are sharded
     dtype: str = "auto"                # pairrm weights: auto (fp16 on a GPU, fp32 on the CPU, as llm-blender) | float32 |
                                        # bfloat16 | float16 | int8 (CPU: dynamic int8 quantisation of the linear layers)
+    prompt_format: str = "raw"         # pairrm's prompt: raw | chat (the policy's chat template up to the answer: SPPO's rank.py)
     mode: str = "pairwise"             # llm: pairwise (A/B verdicts, both orders) | rubric (DNO's 6-point additive rubric,
                                        # all candidates scored side by side; P(a ≻ b) = 1 / ½ / 0 by score; endpoint only;
                                        # max_new_tokens 0 = 256 per candidate shown)
@@ -134,11 +140,14 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     workers: int = 1                   # data-parallel Ray Train workers, each with resources.trainer
     strategy: str = "ddp"              # ddp | fsdp (shard params/grads/optimizer) | fsdp_offload (shards on host)
-    lora_rank: int = 0                 # > 0: peft LoRA on every linear layer, merged into the saved checkpoint
+    lora_rank: int = 0                 # > 0: peft LoRA adapters, merged into the saved checkpoint
     lora_alpha: float = 16.0
+    lora_targets: str | tuple[str, ...] = "all-linear"   # every linear layer but the head, or module names (peft matches
+                                       # a name's last part; EGPO's code names none: peft's qwen2 default [q_proj, v_proj])
     # Online updates (egpo, nash_md): optimizer steps per round (egpo's: each a half+full extragradient pair), on
     # train.batch_size fresh prompts sampled from the trainer's own weights. 0 = one pass over the round's prompts.
     steps_per_round: int = 0
+    extragradient_prompts: str = "successive"   # egpo: successive (each half its own batch, as the authors) | same
 
 
 @dataclass(frozen=True)
@@ -344,6 +353,9 @@ def validate(cfg: Config) -> None:
     _check(t.strategy in ("ddp", "fsdp", "fsdp_offload"), f"train.strategy: ddp, fsdp or fsdp_offload, got {t.strategy!r}")
     _check(t.lora_rank >= 0, f"train.lora_rank: 0 (full fine-tuning) or a positive rank, got {t.lora_rank}")
     _check(d.prompts_per_round >= 1, f"data.prompts_per_round: must be >= 1, got {d.prompts_per_round}")
+    _check(d.max_prompt_chars >= 0 and d.max_prompts >= 0, "data.max_prompt_chars / max_prompts: 0 (off) or a count")
+    _check(t.lora_targets == "all-linear" or (isinstance(t.lora_targets, tuple) and t.lora_rank > 0), f"train.lora_targets="
+           f"{t.lora_targets!r}: all-linear, or module names with train.lora_rank > 0 (it is unread at rank 0)")
     _check_settings_take_effect(cfg, ALGORITHMS[cfg.algorithm])
     _check_init(cfg)
     _check(d.reuse_prompts or isinstance(d.train_prompts, str) or len(set(d.train_prompts)) == len(d.train_prompts),
@@ -351,6 +363,7 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     _check(m.dtype in ("float32", "bfloat16", "float16"), f"model.dtype: float32, bfloat16 or float16, got {m.dtype!r}")
     _check(m.max_length >= 8, f"model.max_length: must be >= 8, got {m.max_length}")
+    _check(0 <= m.max_prompt_length < m.max_length, f"model.max_prompt_length: 0 or < max_length, got {m.max_prompt_length}")
     for name in ("num_parameters", "hidden_size", "num_layers"):
         _check(getattr(m, name) >= 0, f"model.{name}: must be >= 0 (0 = read the checkpoint's config.json), got {getattr(m, name)}")
     _check(cfg.resources.gpu_memory_gb > 0, f"resources.gpu_memory_gb: must be positive, got {cfg.resources.gpu_memory_gb}")
