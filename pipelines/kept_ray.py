@@ -19,8 +19,8 @@ end every Ray of this user on the host.
 The session runs with token authentication (pipelines/ray_env.py): a request without this user's token to
 any of its ports is refused, and its temp dir is under a directory only this user can enter. A session
 that cannot serve a driver (its raylet's socket gone, its raylet dead, its GCS refusing this driver's
-token, its temp dir's parent opened to others) is ended and started again, never joined: joining it would end in
-a C++ stack trace or twenty seconds of retries.
+token, its temp dir's parent open to others) is ended and started again, never joined: joining it ends
+in a C++ stack trace or twenty seconds of retries.
 """
 from __future__ import annotations
 

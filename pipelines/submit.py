@@ -5,9 +5,9 @@
 
 The job's working directory is a copy of the files git tracks here, as they are now: nothing
 untracked is uploaded (a venv, run outputs, a log being written), so the upload stays small and cannot
-change while Ray zips it. Its entrypoint is `<python> -m pipelines.round ...` on the head node, where <python> is the interpreter running this module (`make submit` runs it with
-.venv/bin/python): the job runs in the environment that submitted it, whatever the head's PATH
-says. Nothing is installed for the job: every node is expected to hold the repository and its
+change while Ray zips it. Its entrypoint is `<python> -m pipelines.round ...` on the head node,
+where <python> is the interpreter running this module (`make submit` runs it with .venv/bin/python):
+the job runs in the environment that submitted it, whatever the head's PATH says. Nothing is installed for the job: every node is expected to hold the repository and its
 .venv at the same path and to run Ray from it (see docs/cluster.md), and workers use the Python
 that runs Ray there.
 

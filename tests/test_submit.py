@@ -233,16 +233,19 @@ def _wait_for_dashboard(head: Head, timeout_s: float = 90) -> None:
     import urllib.request
     deadline = time.monotonic() + timeout_s
     auth = {"Authorization": f"Bearer {head.token_file.read_text().strip()}"}
+    last = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(urllib.request.Request(f"{head.url}/api/version", headers=auth),
                                         timeout=2) as r:
                 if r.status == 200:
                     return
-        except OSError:
-            pass
+        except OSError as e:
+            last = e
         time.sleep(0.5)
-    raise RuntimeError(f"the dashboard at {head.url} did not come up in {timeout_s}s")
+    logs = sorted(Path(head.temp_dir).glob("session_latest/logs/dashboard*.err"))
+    raise RuntimeError(f"the dashboard at {head.url} did not come up in {timeout_s}s ({last!r}); "
+                       + "".join(f"\n{f.name}: {f.read_text()[-1500:]}" for f in logs))
 
 
 def _job_post(url: str, token: str | None) -> int | None:
