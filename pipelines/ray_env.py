@@ -145,6 +145,11 @@ def private_dir(where: Path, fix: str) -> Path:
     return where
 
 
+# The longest Ray temp dir: Ray puts session_<date>_<time>_<us>_<pid>/sockets/dash_MetricsHead under it,
+# and an AF_UNIX path has at most 107 bytes (a longer one fails a dashboard module, not `ray start`).
+MAX_TEMP_DIR = 107 - len("/session_2026-01-01_00-00-00_000000_4194304/sockets/dash_MetricsHead")
+
+
 def temp_root() -> Path:
     """The parent of every Ray temp dir of the project for this user, private."""
     root = Path("/tmp") / f"selfplay-ray-{os.getuid()}"
@@ -165,7 +170,11 @@ def main(argv: list[str]) -> int:
             print(path)
             return 0
         if len(argv) == 2 and argv[0] == "temp-dir" and "/" not in argv[1]:
-            print(temp_root() / argv[1])
+            path = temp_root() / argv[1]
+            if len(str(path)) > MAX_TEMP_DIR:
+                raise RaySetupError(f"{path} is too long for a Ray temp dir (Ray's socket paths under it would pass "
+                                    f"107 bytes): name one of at most {MAX_TEMP_DIR} characters")
+            print(path)
             return 0
     except RaySetupError as e:
         print(f"error: {e}", file=sys.stderr)

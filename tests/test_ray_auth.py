@@ -105,11 +105,15 @@ def test_ray_temp_dirs_sit_in_a_directory_only_this_user_can_enter(tmp_path):
     root = temp_root()
     assert root == Path(f"/tmp/selfplay-ray-{os.getuid()}") and _mode(root) == 0o700
     d = Path(new_temp_dir())
-    assert d.parent == root and len(str(d)) < 40   # room for Ray's session dir and socket names (< 108 bytes)
+    assert d.parent == root and len(str(d)) <= ray_env.MAX_TEMP_DIR   # room for Ray's socket paths (< 108 bytes)
     d.rmdir()
     p = subprocess.run([sys.executable, "-m", "pipelines.ray_env", "temp-dir", "head"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == str(root / "head")
+    long = "h" * (ray_env.MAX_TEMP_DIR - len(str(root)))   # one character over
+    p = subprocess.run([sys.executable, "-m", "pipelines.ray_env", "temp-dir", long], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "is too long for a Ray temp dir" in p.stderr and not p.stdout
     open_ = tmp_path / "open"
     open_.mkdir(mode=0o777)
     open_.chmod(0o1777)

@@ -203,7 +203,7 @@ def head(tmp_path):
     """A head started by bash running docs/cluster.md section 2's lines as written there, with free ports,
     a temp dir name of its own and a fresh config dir (so the doc's token command makes the token)."""
     gcs, dash = _free_ports(2)
-    name = f"test-head-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    name = f"t{os.getpid()}"   # short, as Ray's socket paths under it must stay within 107 bytes
     exports = _documented("export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=")
     exported = dict(e.split("=", 1) for e in shlex.split(exports, comments=True)[1:])
     assert exported.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0" and exported.get("RAY_AUTH_MODE") == "token"
