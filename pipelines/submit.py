@@ -7,9 +7,9 @@ The job's working directory is a copy of the files git tracks here, as they are 
 untracked is uploaded (a venv, run outputs, a log being written), so the upload stays small and cannot
 change while Ray zips it. Its entrypoint is `<python> -m pipelines.round ...` on the head node,
 where <python> is the interpreter running this module (`make submit` runs it with .venv/bin/python):
-the job runs in the environment that submitted it, whatever the head's PATH says. Nothing is installed for the job: every node is expected to hold the repository and its
-.venv at the same path and to run Ray from it (see docs/cluster.md), and workers use the Python
-that runs Ray there.
+the job runs in the environment that submitted it, whatever the head's PATH says. Nothing is installed
+for the job: every node is expected to hold the repository and its .venv at the same path and to run
+Ray from it (see docs/cluster.md), and workers use the Python that runs Ray there.
 
 Before uploading anything, a preflight job (no working_dir) runs that interpreter on the head: it
 must exist, import torch, and join the cluster as a driver (same Ray and Python), and the arena
@@ -343,8 +343,7 @@ def head_error(e: Exception, address: str) -> str:
         return (f"the Ray head at {address} has no job agent (500: No available agent): its dashboard agent did "
                 "not start, often because another Ray of this machine holds its port; start the head as "
                 "docs/cluster.md shows (--dashboard-agent-listen-port=0) after stopping this one")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
-    return f"the Ray head at {address} failed the request: {first[:300]}"
+    return f"the Ray head at {address} failed the request: {(text.strip() or type(e).__name__).splitlines()[0][:300]}"
 
 
 def tracked_files(repo: Path, dest: Path, config: str) -> str:
@@ -381,7 +380,8 @@ def submit(client, entrypoint: str, runtime_env: dict, *, wait: bool = True, nam
         asyncio.run(_stream_logs(client, job_id))
         status = _wait_terminal(client, job_id)
     except KeyboardInterrupt:
-        print(f"\ndetached; the job keeps running. Stop it with: ray job stop --address {address} {job_id}",
+        auth = f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={os.environ.get('RAY_AUTH_TOKEN_PATH', '<its token file>')}"
+        print(f"\ndetached; the job keeps running. Stop it with: {auth} ray job stop --address {address} {job_id}",
               file=sys.stderr)
         return 130
     info = client.get_job_info(job_id)
