@@ -44,7 +44,6 @@ POLL_S = 1.0
 
 # The kept session could not be started or used (the name pipelines/round.py catches): one error class for
 # every Ray the project cannot set up, its message naming the fix.
-KeptRayError = RaySetupError
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def _start(where: Path, num_cpus: int, idle_s: float) -> KeptSession:
                            start_new_session=True, timeout=120)
     if p.returncode != 0:
         end_processes(tmp)
-        raise KeptRayError(f"could not start the kept Ray session (`ray start` exited {p.returncode}); "
+        raise RaySetupError(f"could not start the kept Ray session (`ray start` exited {p.returncode}); "
                            f"see {where / 'ray_start.log'}")
     dog = subprocess.Popen([sys.executable, "-m", "pipelines.kept_ray", "watch", str(where)], start_new_session=True,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -157,7 +157,7 @@ def test_a_kept_ray_directory_of_another_user_or_open_to_others_is_refused(tmp_p
     where = tmp_path / "open"
     where.mkdir(mode=0o777)
     where.chmod(0o777)   # whatever the umask made of it
-    with pytest.raises(kept_ray.KeptRayError, match="not a directory of this user's alone"):
+    with pytest.raises(kept_ray.RaySetupError, match="not a directory of this user's alone"):
         kept_ray.join(1, 60, where=where)
     assert not (where / "session.json").exists() and not list(where.iterdir())
 
