@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from typing import Iterator
 
 import numpy as np
 
-from selfplay.algorithm import ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online
+from selfplay.algorithm import (ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online,
+                                online_start)
 from selfplay.artifacts import seed_for
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -123,12 +123,8 @@ def update(w, job):
     from selfplay.extragradient import extragradient_iteration
     from selfplay.trainer import TrainingError, TrainResult
 
-    if job.make_judge is None:
-        raise TrainingError("EGPO samples and judges at every step, but the trainer was given no judge")
     cfg = job.cfg
-    prompts = sorted({p.prompt_id: p.prompt for p in job.pairs}.items())
-    random.Random(job.seed).shuffle(prompts)
-    judge = job.make_judge() if w.rank == 0 else None
+    prompts, judge = online_start(w, job, "EGPO")
     result, bs, phase = TrainResult(), cfg.train.batch_size, [0]
     losses: list[float] = []
     n_iter, halves = iterations(len(prompts), cfg), _halves(cfg)
