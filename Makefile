@@ -16,9 +16,11 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
-export RAY_AUTH_MODE ?= disabled
+# Every Ray of the project runs with token authentication (pipelines/ray_env.py: the token file, 0600, is
+# $XDG_CONFIG_HOME/selfplay/ray_auth_token unless RAY_AUTH_TOKEN_PATH names another); any other mode is refused.
+export RAY_AUTH_MODE = token
 
-.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu bench-scale clean
+.PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu gpu-check bench-scale clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
@@ -64,6 +66,7 @@ iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN
 	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS) $(if $(VERBOSE),-v,) \
 		$(if $(RAY_ADDRESS),,--keep-ray $(KEEP_RAY))
 
+# Ends that Ray only, found by its temp dir; never `ray stop`, which ends every Ray of the user on the machine.
 ray-stop:  ## end the local Ray that make iterate keeps between rounds (it also ends after KEEP_RAY s unused)
 	$(BIN)/python -m pipelines.kept_ray stop
 
@@ -110,7 +113,8 @@ league: setup  ## every algorithm from one start: make league ALGOS=sppo,egpo RO
 # (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
 # The job's driver runs this clone's .venv/bin/python on the head (checked there before the upload, so
 # start the head with .venv/bin/ray from a clone at the same path) and reads the arena assets from
-# $(SELFPLAY_ASSETS) or this clone's assets/, passed as an absolute path; the job never builds them.
+# $(SELFPLAY_ASSETS) or this clone's assets/, passed as an absolute path; the job never builds them. The job
+# ships the files git tracks, and sends the head this user's Ray token (docs/cluster.md, section 2).
 submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=http://<head>:8265 RUN_DIR=...
 	@test -n "$(ADDRESS)" || { echo "error: set ADDRESS=http://<head>:8265" >&2; exit 2; }
 	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \
@@ -118,8 +122,18 @@ submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=ht
 
 # Throughput benchmarks (not tests): every scripts/bench_*.py with its short defaults, each printing ratios
 # measured side by side in one run. The README's figures use larger shapes; each script's --help lists them.
-bench: setup  ## every benchmark, short defaults (ratios measured side by side)
-	@set -e; for s in scripts/bench_*.py; do echo "== $$s"; $(BIN)/python $$s; done
+# One that fails does not stop the others; the target fails at the end, naming them. Without vLLM installed
+# (a plain `make setup`), scripts/bench_generation.py says in one line that its vLLM part was skipped and why.
+# Quick sizes where a script's defaults are the docs' shapes (its --help says more): bench_pairrm's low-precision
+# paths on 4 prompts of a 2-layer model (bf16 on a CPU is emulated: hundreds of seconds at the default size), and
+# bench_round's three modes once each on a tiny round.
+QUICK_bench_pairrm := --hidden 64 --layers 2 --prompts 4 --k 3 --repeats 2
+QUICK_bench_round := --reps 1 data.prompts_per_round=8 data.eval_limit=8 generation.k=2 generation.max_new_tokens=8 train.epochs=1
+bench: setup  ## every benchmark, quick sizes (ratios measured side by side)
+	@failed=""; for s in scripts/bench_*.py; do echo "== $$s"; t0=$$SECONDS; n=$$(basename $$s .py); \
+		case $$n in bench_pairrm) a="$(QUICK_bench_pairrm)";; bench_round) a="$(QUICK_bench_round)";; *) a="";; esac; \
+		$(BIN)/python $$s $$a || failed="$$failed $$s"; echo "== $$s: $$((SECONDS - t0))s"; done; \
+		if [ -n "$$failed" ]; then echo "error: failed:$$failed" >&2; exit 1; fi
 
 # Every stage's own code at paper volume (20,000 prompts x 5 responses of ~500 tokens; 2,000 for the ratios), the
 # model compute replaced by cheap stand-ins; exits 1 when a stage misses its goals (docs/scale.md). ~5 min on an idle
@@ -132,6 +146,13 @@ bench-scale: setup  ## every stage's code at paper volume: time and memory at 2,
 # logs in bench_gpu/. Needs a CUDA GPU, and trl and llm-blender installed (scripts/bench_gpu.sh says more).
 bench-gpu:  ## the GPU benchmarks in one command (a CUDA machine)
 	PYTHON=$(BIN)/python bash scripts/bench_gpu.sh bench_gpu
+
+# One round of configs/gpu_check.yaml (SPPO, PairRM, K=5, bf16) on one CUDA GPU with random models of real shape
+# (Qwen2-0.5B policy, DeBERTa-v3-large PairRM): each stage's measured peak GPU memory and seconds next to
+# `make plan`'s estimate, and a verdict line where they differ by more than 20%. Models, run and log in
+# runs/gpu_check/. SMOKE=1: the same code at toy sizes on the CPU (runs/gpu_check_smoke/, about a minute).
+gpu-check: setup  ## one round on one GPU, measured memory vs make plan [SMOKE=1: toy sizes on the CPU] [ARGS=...]
+	$(BIN)/python scripts/gpu_check.py $(if $(filter 1,$(SMOKE)),--smoke,) $(ARGS)
 
 clean:  ## remove runs/, artifacts/ and caches
 	rm -rf runs artifacts .pytest_cache

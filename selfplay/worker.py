@@ -16,6 +16,7 @@ gradients reduced in fp32 (a bf16 reduce-scatter would round the sum of W gradie
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import math
@@ -90,15 +91,22 @@ class Worker:
         """Reference log-probs for pairs sampled mid-update: from frozen models kept for the whole update
         (LoRA: the base with its adapters disabled), never from the moving policy."""
         out = {}
-        for name, path in self.job.references.items():
-            if self.spec.lora_rank > 0 and path == self.job.policy_path:
-                with self._forward_model().disable_adapter():
-                    out[name] = self._score(self._forward_model(), pairs)
-                continue
-            if path not in self._frozen:
-                self._frozen[path] = load_policy(path, self.cfg.model.dtype, self.device)[1].eval()
-            out[name] = self._score(self._frozen[path], pairs)
+        for name in self.job.references:
+            model, mode = self.frozen_model(name)
+            with mode():
+                out[name] = self._score(model, pairs)
         return out
+
+    def frozen_model(self, name: str):
+        """(model, mode) for reference `name` mid-update, run inside `with mode():`. With LoRA on the
+        round's own policy it is the live model with its adapters disabled (no second copy); otherwise
+        a model loaded on first use and kept for the whole update (Nash-MD also samples from it)."""
+        path = self.job.references[name]
+        if self.spec.lora_rank > 0 and path == self.job.policy_path:
+            return self._forward_model(), self._forward_model().disable_adapter
+        if path not in self._frozen:
+            self._frozen[path] = load_policy(path, self.cfg.model.dtype, self.device)[1].eval()
+        return self._frozen[path], contextlib.nullcontext
 
     def live_model(self):
         """The model to sample from with the current weights (unwrapped from DDP)."""
@@ -110,11 +118,15 @@ class Worker:
         return weights, copy.deepcopy(self.opt.state_dict())
 
     def restore(self, state: tuple[list[torch.Tensor], dict]) -> None:
+        """Weights and optimizer state back to the snapshot; the LR schedule is not rolled back. The saved
+        optimizer state carries the snapshot's learning rate, so the schedule's current one is put back."""
         weights, opt_state = state
         with torch.no_grad():
             for p, w in zip(self.probe.params, weights):
                 local_tensor(p).copy_(w)
         self.opt.load_state_dict(opt_state)
+        for group, lr in zip(self.opt.param_groups, self.sched.get_last_lr()):
+            group["lr"] = lr
 
     def on_rank0(self, fn):
         """fn() on rank 0, its result sent to every worker (the others wait in the broadcast)."""
@@ -198,7 +210,8 @@ class Worker:
                 # both sides in one call: its length groups then mix chosen and rejected sequences
                 lp = sequence_logprobs(model, self.tok, [p.prompt for p in sel] * 2,
                                        [p.chosen for p in sel] + [p.rejected for p in sel],
-                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length,
+                                       max_prompt_length=cfg.model.max_prompt_length, paired=True)
                 chosen.append(lp[:len(sel)])
                 rejected.append(lp[len(sel):])
         model.train(was_training)
@@ -244,8 +257,9 @@ def _load_trainable(path: str, dtype: str, spec, device):
     if spec.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
         # dropout 0: the update stays deterministic, so workers and runs agree exactly.
+        targets = spec.lora_targets if spec.lora_targets == "all-linear" else list(spec.lora_targets)
         lc = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, bias="none",
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM")
         model = get_peft_model(model, lc, autocast_adapter_dtype=True)   # adapters fp32 over a bf16 base
     return tok, model
 

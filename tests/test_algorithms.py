@@ -42,13 +42,14 @@ def test_registry_lists_every_algorithm():
 
     import selfplay.algorithms
     modules = {m.name for m in pkgutil.iter_modules(selfplay.algorithms.__path__)}
-    assert set(ALGORITHMS) == modules >= {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo"}
+    assert set(ALGORITHMS) == modules >= {"sppo", "inpo", "dno", "egpo", "apo", "dpo", "ipo", "nash_md"}
     assert all(a.name == name for name, a in ALGORITHMS.items())
-    assert get_algorithm("egpo").update is not None
+    assert get_algorithm("egpo").update is not None and get_algorithm("nash_md").update is not None
     assert all(get_algorithm(n).update is None for n in ("sppo", "inpo", "dno", "apo", "dpo", "ipo"))
     assert get_algorithm("inpo").references == ("initial", "previous")
     assert get_algorithm("apo").references == ("previous", "previous2")
     assert get_algorithm("egpo").references == ("initial",)
+    assert get_algorithm("nash_md").references == ("initial",)
 
 
 # ---- INPO: the knockout tournament (arXiv 2407.00617 §4.1, spec §2.1) -----------------------------

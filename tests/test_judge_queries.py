@@ -30,12 +30,13 @@ BY_PLAN = {
     "inpo_bracket": [2, 6, 10, 20, 30, 42, 22, 72, 90, 110, 132, 156, 182, 210, 46],
     "egpo_opponent": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30],   # 2 × (K − 1): each pair vs one y″
     "scores": [0] * 15,                                                          # scores only
+    "nash_md_pairs": [2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14, 16],     # 2 × ⌊K/2⌋: (0, 1), (2, 3), …
 }
 EXPECTED = {name: BY_PLAN[a.comparisons.name] for name, a in ALGORITHMS.items() if a.comparisons.name in BY_PLAN}
 # the algorithms whose plans are written out above, by name (their plans must stay what the papers ask)
-assert {n: ALGORITHMS[n].comparisons.name for n in ("sppo", "dpo", "ipo", "apo", "inpo", "egpo", "dno")} == {
+assert {n: ALGORITHMS[n].comparisons.name for n in ("sppo", "dpo", "ipo", "apo", "inpo", "egpo", "dno", "nash_md")} == {
     "sppo": "matrix", "dpo": "matrix", "ipo": "matrix", "apo": "matrix", "inpo": "inpo_bracket",
-    "egpo": "egpo_opponent", "dno": "scores"}
+    "egpo": "egpo_opponent", "dno": "scores", "nash_md": "nash_md_pairs"}
 # Batched judge calls, whatever the number of prompts: one per bracket level for INPO (log2 K + 1).
 CALLS = {"inpo": {4: 3, 8: 4, 16: 5}}
 

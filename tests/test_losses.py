@@ -205,6 +205,10 @@ FORMULAS = {   # LOSSES name: (argument names, formula)
     # EGPO's online IPO loss (code simulations/loss_funcs.py): (h_ref(y, y') − (P(y ≻ y″) − P(y' ≻ y″))/β)²
     "egpo": (("pc", "pr", "rc", "rr", "wc", "wr", "beta"),
              lambda pc, pr, rc, rr, wc, wr, beta: ((pc - rc) - (pr - rr) - (wc - wr) / beta) ** 2),
+    # Nash-MD-PG, arXiv 2312.00886 in TRL's form (notes §6.2), sequence-level KL: its value is
+    # [β(log π_θ(y) − log π_ref(y)) − (P(y ≻ y′) − ½)]·log π_θ(y) (the stop-gradient only changes ∇)
+    "nash_md": (("pc", "rc", "wc", "beta"),
+                lambda pc, rc, wc, beta: (beta * (pc - rc) - (wc - 0.5)) * pc),
 }
 
 
@@ -243,6 +247,8 @@ ALGORITHM_FORMULAS = {   # name: (references read, formula of (x, loss config))
     "dno": (("previous",), lambda x, c: FORMULAS["dno"][1](x["pc"], x["pr"], x["vc"], x["vr"], c.beta, x["z"])),
     "egpo": (("initial",),
              lambda x, c: FORMULAS["egpo"][1](x["pc"], x["pr"], x["rc"], x["rr"], x["wc"], x["wr"], c.beta)),
+    # the online batch's first sequence is y ~ π_θ, its win rate P(y ≻ y′) against the mixture sample
+    "nash_md": (("initial",), lambda x, c: FORMULAS["nash_md"][1](x["pc"], x["rc"], x["wc"], c.beta)),
     # iterative DPO against π_t; CREAM's consistency C (the pair's target) softens the label: ls = 1 − C(1 − ls₀)
     "dpo": (("previous",),
             lambda x, c: _dpo(x["pc"], x["pr"], x["vc"], x["vr"], c.beta, 1 - x["z"] * (1 - c.label_smoothing))),
@@ -308,5 +314,5 @@ def _forbidden(*args, **kwargs):
 
 def test_unknown_loss_names_are_rejected():
     assert L.get_loss("egpo") is L.LOSSES["egpo"]
-    with pytest.raises(ValueError, match="'ppo'.*dno, dpo, egpo, inpo, ipo, sppo"):
+    with pytest.raises(ValueError, match="'ppo'.*dno, dpo, egpo, inpo, ipo, nash_md, sppo"):
         L.get_loss("ppo")

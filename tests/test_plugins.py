@@ -68,7 +68,7 @@ def _write(repo, files: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_adding_an_algorithm_as_the_readme_shows(repo):
-    files, commands = readme_example("Add an algorithm")
+    files, commands = readme_example("How to add an algorithm")
     assert not files and [c.split()[0] for c in commands] == ["cp", "sed", "python", "make", "make", "make"]
     for command in commands[:2]:
         assert run(repo, command).returncode == 0, command
@@ -90,7 +90,7 @@ def test_adding_an_algorithm_as_the_readme_shows(repo):
 
 @pytest.mark.slow
 def test_adding_a_judge_as_the_readme_shows(repo):
-    files, commands = readme_example("Add a judge")
+    files, commands = readme_example("How to add a judge")
     assert list(files) == ["judges/shortest.py"] and len(commands) == 1
     _write(repo, files)
     done = run(repo, commands[0])
@@ -102,10 +102,12 @@ def test_adding_a_judge_as_the_readme_shows(repo):
 @pytest.mark.slow
 def test_adding_a_backend_as_the_readme_shows(repo):
     import datasets
-    files, commands = readme_example("Add a backend")
-    assert list(files) == ["selfplay/backends/prefix.py"] and len(commands) == 1
+    files, commands = readme_example("How to add a backend")
+    assert list(files) == ["selfplay/backends/topicwords.py"] and len(commands) == 1
     _write(repo, files)
     done = run(repo, commands[0])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = datasets.load_from_disk(str(repo[0] / "runs/prefix/round_1/generations")).to_list()
-    assert rows and all(r["prompt"].startswith(r["response"]) for r in rows)   # prefixes of the prompt, as written
+    from selfplay.arena import TOPICS, prompt_topic
+    rows = datasets.load_from_disk(str(repo[0] / "runs/topicwords/round_1/generations")).to_list()
+    want = {(r["prompt"], " ".join(TOPICS[prompt_topic(r["prompt"])][: 1 + r["sample_idx"]])) for r in rows}
+    assert rows and {(r["prompt"], r["response"]) for r in rows} == want   # its answers, as written
