@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     _check_args(ap, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from pipelines import graph   # under `python -m` this file is __main__: the checks raise graph's RoundError
     from pipelines.preflight import preflight
     from pipelines.run_lock import RunDirBusy, holding
     invocation = ["--config", args.config, *args.overrides]
     with ExitStack() as held:
+        held.enter_context(_console_log())
         try:   # every check before Ray starts or anything is written (pipelines/preflight.py)
             cfg = load_config(args.config, args.overrides)
             rounds = parse_rounds(args.round)
@@ -110,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         for path in moved:
             log.info("--force: the replaced artifact is kept as %s", path)
         return _run(cfg, rounds, args)
+
+
+@contextmanager
+def _console_log() -> Iterator[None]:
+    """The driver's INFO lines on this call's stderr, for this call. (logging.basicConfig would not do: it does
+    nothing where the root logger has a handler already, a test runner's for one, and it binds the stderr of
+    the first call in the process.)"""
+    root, handler = logging.getLogger(), logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _check_args(ap, args) -> None:

@@ -8,7 +8,7 @@ are unchanged (a manifest keyed by them, as selfplay.assets keys the arena).
   ordinary added tokens " w<i>" up to the vocabulary: a random model spreads its samples over every id,
   and an id no tokenizer can decode would leave the responses empty. Padded, every sampled id decodes
   to a word and encodes back to itself, so responses are as long as the tokens sampled.
-* judge: a PairRM (judges/pairrm.py's `DebertaV2PairRM` layout) of DeBERTa-v3-large's shape (hidden 1024,
+* judge: a PairRM (judges/pairrm_model.py's `DebertaV2PairRM` layout) of DeBERTa-v3-large's shape (hidden 1024,
   24 layers, 16 heads, MLP 4096, 256 relative-position buckets, 128100 embedding rows) with a WordPiece
   tokenizer trained here to that vocabulary on the prompts' words and the policy's padding words (so a
   response costs the judge about one token per policy token, as with real text). Written by
@@ -139,7 +139,7 @@ def build_policy(out: Path, shape: PolicyShape, seed: int) -> list[str]:
 def build_judge(out: Path, shape: JudgeShape, corpus: list[str], seed: int, final: Path) -> None:
     """A random PairRM of `shape` in judges/train_pairrm.py's layouts under out (`final`: where out ends up,
     which the ranker layout names)."""
-    from judges.pairrm import PREFIXES
+    from judges.pairrm_model import PREFIXES
     from judges.train_pairrm import PairRMAssetSpec, build_tokenizer, deberta_config, initial_state, write_layouts
 
     tok = build_tokenizer(corpus, shape.vocab - len(PREFIXES))

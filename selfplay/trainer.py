@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (e.g. a non-finite loss); nothing is saved."""
+# Defined beside the algorithm records (the algorithms raise it without importing the trainer); callers of the
+# trainer import it from here.
+from selfplay.algorithm import TrainingError  # noqa: F401
 
 
 @dataclass

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fixtures_round import TINY, copy_run, finished_round, tree_digest
 from pipelines.round import main
@@ -46,7 +47,8 @@ def test_other_settings_never_overwrite_a_finished_round(capsys, tmp_path, done,
     before = tree_digest(run)
     assert main(_round(run, "1", "train.lr=1e-3")) == 2
     [line] = _errors(capsys.readouterr().err)
-    assert "finished round 1 again" in line and "round 1 train" in line and "train.lr: 0.0002 → 0.001" in line, line
+    lr = yaml.safe_load((ROOT / CONFIG).read_text())["train"]["lr"]
+    assert "finished round 1 again" in line and "round 1 train" in line and f"train.lr: {lr} → 0.001" in line, line
     assert "--force" in line and "A run dir holds one history" in line
     assert tree_digest(run) == before                          # nothing ran, nothing moved
     assert main(_round(run, "1")) == 0                        # the same settings: a resume, every stage skipped

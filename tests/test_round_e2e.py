@@ -2,6 +2,7 @@
 import json
 import logging
 import math
+import re
 
 import pytest
 
@@ -39,9 +40,13 @@ def test_artifacts_and_manifests(run):
         assert f"| round | {n} |" in (run / f"round_{n}/policy/README.md").read_text()
         gens = datasets.load_from_disk(str(run / f"round_{n}/generations"))
         assert len(gens) == 24 * 4 and len(set(gens["seed"])) == 24
-    for n in (0, 1, 2):   # AlpacaEval exports, round 0's included, named per run
+    names = set()
+    for n in (0, 1, 2):   # AlpacaEval exports, round 0's included, named by algorithm and run id, then round
         rows = json.loads((run / f"round_{n}/eval/alpaca_eval.json").read_text())
-        assert len(rows) == 24 and {r["generator"] for r in rows} == {f"{run.name}/round_{n}"}
+        (name,) = {r["generator"] for r in rows}
+        assert len(rows) == 24 and re.fullmatch(rf"sppo-[0-9a-f]{{8}}/round_{n}", name), name
+        names.add(name.split("/")[0])
+    assert len(names) == 1   # one run, one id
 
 
 def test_metrics(run):
@@ -71,7 +76,7 @@ def test_rerun_skips_every_stage(run, caplog):
 def test_changed_config_reruns_only_what_it_affects(run, caplog):
     with caplog.at_level(logging.INFO, logger="selfplay"):
         assert main(["--round", "2", "--config", "configs/arena_sppo.yaml", f"run_dir={run}", *TINY,
-                     "train.lr=1e-4"]) == 0
+                     "train.lr=1e-4", "--force"]) == 0   # other settings for a finished round: --force
     msgs = [r.getMessage() for r in caplog.records]
     assert any("generate" in s and "skipped" in s for s in msgs)
     assert any("train" in s and "done" in s for s in msgs)

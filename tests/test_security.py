@@ -181,11 +181,13 @@ def test_another_local_user_gets_nothing_from_a_kept_ray(kept_session):
 # ---------------------------------------------------------------- trust_remote_code
 
 def test_no_code_passes_trust_remote_code():
-    """No config key enables trust_remote_code, so no loader may pass it as anything but False."""
+    """No config key enables trust_remote_code, so no loader may pass it as anything but False: every keyword,
+    assignment or dict entry of it (`trust_remote_code=…`, `"trust_remote_code": …`) says False. (A name in a
+    list, as checkpoint.MACHINE_LOCAL's keys stripped from saved configs, passes nothing.)"""
     hits = []
     for f in sorted(p for d in ("selfplay", "judges", "pipelines", "scripts") for p in (ROOT / d).rglob("*.py")):
         for i, line in enumerate(f.read_text().splitlines(), 1):
-            if "trust_remote_code" in line and not re.search(r"trust_remote_code\s*=\s*False\b", line):
+            if re.search(r"trust_remote_code['\"]?\s*[:=](?!=)\s*(?!\s|False\b)", line):
                 hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert hits == []
 
