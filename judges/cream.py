@@ -22,9 +22,12 @@ Consistency: the K responses are ranked by r_t and again by the previous model's
 (π_{t−1} = ctx.previous_policy, same reference rule: log π_{t−1} − log π_ref, or length-normalised
 log-likelihood if π_{t−1} is the reference or there is none); ranks are ordinal (ties broken by
 position, like scipy's rankdata(method="ordinal")); C = (τ + 1)/2 with τ Kendall's tau between
-the two rank vectors. Round 1 has no previous model (ctx.previous_policy empty, or the same
-checkpoint as ctx.policy, which is what the round driver passes in round 1): C = 1 for every
-prompt, i.e. plain DPO. ``judge.consistency``:
+the two rank vectors. Round 1 compares the SFT model M1 (ctx.policy) with the base M0: the round
+driver passes M0 as both ctx.previous_policy and ctx.reference_policy (CREAM's README, step 2), so
+M1's reward is log π_M1 − log π_M0 and M0's is its length-normalised log-likelihood. The config
+refuses CREAM without an SFT stage, where M1 would be M0. Only a context naming no distinct
+previous model (ctx.previous_policy empty or the same checkpoint as ctx.policy) gives C = 1 for
+every prompt, i.e. plain DPO. ``judge.consistency``:
 
 * ``per_prompt`` (CREAM's consistency_dyn): each prompt its own C, keyed by prompt id. A prompt
   whose C cannot be computed (fewer than 2 responses, a non-finite reward) gets the dataset mean,
@@ -102,7 +105,7 @@ class CreamJudge:
         if not policy:
             raise ValueError("the cream judge scores with the round's policy, but the judge context names none")
         self.policy, self.reference, self.mode = policy, reference, mode
-        self.previous = previous if previous and not _same(previous, policy) else ""   # "" = round 1
+        self.previous = previous if previous and not _same(previous, policy) else ""   # "" = none: C = 1
         self.device, self.batch_size, self.max_length = device, batch_size, max_length
         self._scores: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray | None]] = {}
         self.models_loaded = 0
@@ -201,7 +204,7 @@ class CreamJudge:
     def diagnostics(self) -> dict:
         return {
             "reward": self.reward_kind(self.policy),
-            "previous_reward": self.reward_kind(self.previous) if self.previous else "none (round 1: C = 1)",
+            "previous_reward": self.reward_kind(self.previous) if self.previous else "none (no previous model: C = 1)",
             "consistency_mode": self.mode,
             "models_loaded": self.models_loaded,
             "consistency_computed": self.consistency_computed,

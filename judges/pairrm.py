@@ -3,13 +3,15 @@
 ``judge.model`` is a hub id or path in either published layout (default ``llm-blender/PairRM-hf``) or
 ``builtin:arena/pairrm``, the arena's judge trained on the oracle (judges/train_pairrm.py, built on
 first use); ``judge.aggregation`` picks how the K×K logits become probabilities; ``judge.dtype`` the
-weights' dtype (auto: fp16 on a GPU, fp32 on the CPU, as llm-blender runs it; int8 is the CPU path).
+weights' dtype (auto: fp16 on a GPU, fp32 on the CPU, as llm-blender runs it; int8 is the CPU path);
+``judge.prompt_format`` the prompt text it reads (raw, or chat: the policy's chat-templated user turn,
+what SPPO's scripts/rank.py gives PairRM; the arena's judge was trained on raw prompts).
 """
 from __future__ import annotations
 
 from typing import Iterator
 
-from judges.pairrm_model import PairRMJudge
+from judges.pairrm_model import PairRMJudge, chat_source
 from judges.spec import JudgeContext, JudgeSpec, actor_device
 from judges.sizing import SHORT
 from judges.train_pairrm import BUILTIN, resolve_model
@@ -22,7 +24,20 @@ PARAMETERS = 0.44e9   # llm-blender/PairRM: a DeBERTa-v3-large backbone
 def _build(cfg, ctx: JudgeContext) -> PairRMJudge:
     return PairRMJudge(resolve_model(cfg.model or DEFAULT_MODEL), device=actor_device(ctx),
                        batch_size=cfg.batch_size, aggregation=cfg.aggregation,
-                       dtype=None if cfg.dtype == "auto" else cfg.dtype)
+                       dtype=None if cfg.dtype == "auto" else cfg.dtype, source=_source(cfg, ctx))
+
+
+def _source(cfg, ctx: JudgeContext):
+    """judge.prompt_format chat: the round's policy's chat template (its tokenizer), as SPPO's rank.py."""
+    if cfg.prompt_format == "raw":
+        return None
+    if not ctx.policy:
+        raise ValueError("judge.prompt_format=chat renders prompts with the policy's chat template, but the judge "
+                         "context names no policy")
+    from functools import partial
+
+    from transformers import AutoTokenizer
+    return partial(chat_source, AutoTokenizer.from_pretrained(ctx.policy))
 
 
 def _check(cfg) -> Iterator[str]:
@@ -42,4 +57,5 @@ def _dtype_label(cfg, device: str, model_dtype: str) -> str:
     return "fp32" if device == "cpu" else "fp16"
 
 
-JUDGE = JudgeSpec(_build, budget=_budget, dtype_label=_dtype_label, check=_check, reads_dtype=True)
+JUDGE = JudgeSpec(_build, budget=_budget, dtype_label=_dtype_label, check=_check, reads_dtype=True,
+                  reads=("prompt_format",))

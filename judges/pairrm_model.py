@@ -18,7 +18,9 @@ each tokenised with the tokenizer's own framing ([CLS] ... [SEP] for DeBERTa), c
 
     [CLS]<|source|>{prompt}[SEP] [CLS]<|candidate1|>{a}[SEP] [CLS]<|candidate2|>{b}[SEP]
 
-Literal sep-token text inside prompt or responses is replaced by a space (as llm-blender does).
+Literal sep-token text inside prompt or responses is replaced by a space (as llm-blender does). The
+prompt text is the caller's, or with ``source`` set (``judge.prompt_format: chat``) what :func:`chat_source`
+makes of it: SPPO's scripts/rank.py gives PairRM the policy's chat-templated user turn, not the raw prompt.
 Truncation keeps the framing tokens: the prompt to ``source_max_length`` tokens, each response to
 ``candidate_max_length + (source_max_length − len(prompt tokens)) // 2`` (unused prompt budget is
 shared by the two responses; 1224 / 412 / 2048 total are the model card's values). We use the
@@ -45,7 +47,7 @@ import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -159,7 +161,8 @@ class PairRMJudge:
 
     def __init__(self, model: str = "llm-blender/PairRM-hf", device: str = "cpu", batch_size: int = 32,
                  aggregation: str = "sppo", source_max_length: int = 1224, candidate_max_length: int = 412,
-                 dtype: str | None = None, max_batch_tokens: int | None = -1):
+                 dtype: str | None = None, max_batch_tokens: int | None = -1,
+                 source: Callable[[str], str] | None = None):
         if aggregation not in ("sppo", "pairwise"):
             raise ValueError(f"aggregation must be 'sppo' or 'pairwise', not {aggregation!r}")
         self.aggregation, self.batch_size, self.device = aggregation, batch_size, device
@@ -172,10 +175,14 @@ class PairRMJudge:
         self.max_batch_tokens = (2048 if device == "cpu" else None) if max_batch_tokens == -1 else max_batch_tokens
         self.sep = self.tok.sep_token or self.tok.eos_token
         self._frame = _framing(self.tok)
+        self.source = source   # prompt text -> the source text PairRM reads; None = the prompt itself
 
     # -- public API -------------------------------------------------------------------------------
     def logits(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Raw single-order PairRM logits L(prompt, a, b), shape [N] (a in the left slot)."""
+        if self.source is not None:
+            shown = {p: self.source(p) for p in dict.fromkeys(prompts)}
+            prompts = [shown[p] for p in prompts]
         triples = list(zip(prompts, a, b))
         uniq = list(dict.fromkeys(triples))
         values = dict(zip(uniq, self._run(uniq)))
@@ -266,6 +273,17 @@ class PairRMJudge:
                 logits = net_logits(self.net, ids.to(self.device), mask.to(self.device), pos.to(self.device))
                 out[idx] = logits.float().cpu().numpy()
         return out
+
+
+def chat_source(tok, prompt: str) -> str:
+    """The prompt as SPPO's scripts/rank.py hands it to PairRM: the policy tokenizer's chat template over the
+    user turn and an assistant turn "None", cut where that "None" starts (template text, BOS included, up to
+    the answer). rank.py cuts at the first "None", which also cuts a prompt that contains the word; the
+    assistant's own is the last one, so such a prompt stays whole here."""
+    mark = "None"
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": mark}],
+                                   tokenize=False)
+    return text[:text.rindex(mark)]
 
 
 def _place(net: nn.Module, device: str, dtype: str | None) -> nn.Module:

@@ -83,6 +83,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("mode", lambda v: v in ("pairwise", "rubric"), "pairwise or rubric"),
     ("dtype", lambda v: v in ("auto", "float32", "bfloat16", "float16", "int8"),
      "auto, float32, bfloat16, float16 or int8"),
+    ("prompt_format", lambda v: v in ("raw", "chat"), "raw or chat"),
 )
 
 
@@ -98,6 +99,11 @@ def check_judge_config(cfg, where: str = "judge") -> None:
         readers = sorted(n for n, s in specs.items() if s.reads_dtype)
         problems.append(f"dtype: the {cfg.name} judge does not read it (only {', '.join(readers)} "
                         f"{'does' if len(readers) == 1 else 'do'}); remove it")
+    for key in sorted({k for s in specs.values() for k in s.reads} - set(spec.reads if spec else ())):
+        if spec and getattr(cfg, key) != getattr(type(cfg)(), key):
+            readers = sorted(n for n, s in specs.items() if key in s.reads)
+            problems.append(f"{key}: the {cfg.name} judge does not read it (only {', '.join(readers)} "
+                            f"{'does' if len(readers) == 1 else 'do'}); remove it")
     if problems:
         raise ValueError(f"{where}.{problems[0]}")
 

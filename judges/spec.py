@@ -71,4 +71,7 @@ class JudgeSpec:
     # stored as JudgedPrompt.scores): DNO's pair rule needs them.
     scores: Callable[[Any], bool] = _no_scores
     reads_dtype: bool = False                            # whether judge.dtype reaches its model
+    # Section keys only some judges read (e.g. "prompt_format"): set away from its default for a judge
+    # that does not list it, the config refuses it (it would be silently ignored).
+    reads: tuple[str, ...] = ()
     plays_arena: bool = False                            # it knows the synthetic arena's truth (the oracle)

@@ -52,13 +52,20 @@ def run_relative(path: str | Path, cfg: Config) -> str:
         return str(path)
 
 
+# Settings that change where or how a run runs, never what it makes: left out of its run id.
+NOT_CONTENT = ("run_dir", "wandb", "resources")
+PLAN_ONLY = ("num_parameters", "hidden_size", "num_layers")   # model facts that only size `make plan`
+
+
 def run_id(cfg: Config) -> str:
-    """What names a run outside its directory (AlpacaEval's generator names): a hash of every setting but
-    where it lives and how it is logged. Runs that differ in a setting differ in it; the same config in two
-    run dirs makes the same outputs, and shares it."""
+    """What names a run outside its directory (AlpacaEval's generator names): a hash of every setting that
+    changes what the run makes. Runs that differ in one differ in it; the same settings in two run dirs (or
+    with other resources, retries or logging) make the same outputs, and share it."""
     from selfplay.artifacts import stable_hash
     from selfplay.config import to_dict
-    return stable_hash({k: v for k, v in to_dict(cfg).items() if k not in ("run_dir", "wandb")})[:8]
+    c = {k: v for k, v in to_dict(cfg).items() if k not in NOT_CONTENT}
+    c["model"] = {k: v for k, v in c["model"].items() if k not in PLAN_ONLY}
+    return stable_hash(c)[:8]
 
 
 def write_model_card(ckpt: Path, cfg: Config, round_: int, *, parent: str, data: dict | None = None,

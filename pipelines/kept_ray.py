@@ -15,6 +15,12 @@ A watchdog (`python -m pipelines.kept_ray watch DIR`, in a session of its own) e
 driver has used it for SECONDS; `make ray-stop` (`python -m pipelines.kept_ray stop`) ends it at once.
 Its processes are found by the session's temp dir (pipelines/reaper.py), never by `ray stop`, which would
 end every Ray of this user on the host.
+
+The session runs with token authentication (pipelines/ray_env.py): a request without this user's token to
+any of its ports is refused, and its temp dir is under a directory only this user can enter. A session
+that cannot serve a driver (its raylet's socket gone, its raylet dead, its GCS refusing this driver's
+token, its temp dir's parent open to others) is ended and started again, never joined: joining it ends
+in a C++ stack trace or twenty seconds of retries.
 """
 from __future__ import annotations
 
@@ -31,13 +37,13 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from pipelines.ray_env import RaySetupError, gcs_answer, new_temp_dir, private_dir, token_digest, use_token
 from pipelines.reaper import alive, end_processes, session_processes, start_time
 
 POLL_S = 1.0
 
-
-class KeptRayError(RuntimeError):
-    """The kept session could not be started."""
+# The kept session could not be started or used (the name pipelines/round.py catches): one error class for
+# every Ray the project cannot set up, its message naming the fix.
 
 
 @dataclass(frozen=True)
@@ -56,15 +62,10 @@ def home() -> Path:
 
 
 def _private(where: Path) -> Path:
-    """where, made this user's alone (0700) if new; refused if it is not: a directory another user made
-    in /tmp could name a Ray of theirs, and the driver would send its work there."""
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = os.lstat(where)
-    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not stat.S_ISDIR(st.st_mode):
-        raise KeptRayError(f"{where} is not a directory of this user's alone (owner uid {st.st_uid}, mode "
-                           f"{stat.S_IMODE(st.st_mode):o}); remove it, or set SELFPLAY_KEPT_RAY_DIR to one that is, "
-                           f"or run without a kept Ray (KEEP_RAY=0)")
-    return where
+    """where, made this user's alone: a directory another user made in /tmp could name a Ray of theirs,
+    and the driver would send its work there."""
+    return private_dir(where, "remove it, or set SELFPLAY_KEPT_RAY_DIR to one that is, or run without a "
+                              "kept Ray (KEEP_RAY=0)")
 
 
 def join(num_cpus: int, idle_s: float, where: Path | None = None) -> tuple[str, str]:
@@ -72,9 +73,10 @@ def join(num_cpus: int, idle_s: float, where: Path | None = None) -> tuple[str, 
     was done ("joined", "started", "started again (<why>)"); the driver holds a lease on it until leave()."""
     from selfplay.artifacts import build_lock
     where = _private(where or home())
+    use_token(create=True)
     with build_lock(where / "session"):   # two drivers at once start one session
         s = read(where)
-        why = _unusable(s, num_cpus)
+        why = _unusable(s, num_cpus) or _cannot_serve(s)
         done = "joined" if not why else "started" if s is None else f"started again ({why})"
         if s is not None and why:
             _end(s, where)
@@ -118,13 +120,15 @@ def stop(where: Path | None = None) -> KeptSession | None:
 def _fingerprint() -> dict:
     from importlib.metadata import version   # not `import ray`: the bench calls join() before any Ray setting
     return {"ray": version("ray"), "python": sys.executable,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "token": token_digest()}
 
 
 def _unusable(s: KeptSession | None, num_cpus: int) -> str:
     """Why s cannot serve a driver that needs num_cpus ("" if it can)."""
     if s is None:
         return "none"
+    if s.fingerprint.get("token") != _fingerprint()["token"]:
+        return "started with another Ray token than this driver's"
     if s.fingerprint != _fingerprint():
         return f"started for {s.fingerprint}, not {_fingerprint()}"
     if s.num_cpus < num_cpus:
@@ -137,6 +141,32 @@ def _unusable(s: KeptSession | None, num_cpus: int) -> str:
         if sock.connect_ex(("127.0.0.1", port)) != 0:
             return "its GCS does not answer"
     return ""
+
+
+def _cannot_serve(s: KeptSession | None) -> str:
+    """Why the running session s would fail a driver that joins it ("" if it would not): checked before
+    ray.init, which answers a gone raylet socket with a C++ stack trace and a refused token with twenty
+    seconds of retries."""
+    if s is None:
+        return ""
+    for d, mask in ((Path(s.temp_dir).parent, 0o077), (Path(s.temp_dir), 0)):   # Ray makes the temp dir 0777
+        try:
+            st = os.lstat(d)
+        except OSError:
+            return f"its temp dir {s.temp_dir} is gone"
+        if st.st_uid != os.getuid() or st.st_mode & mask or not stat.S_ISDIR(st.st_mode):
+            return f"{d} is not this user's alone (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+    raylet = Path(s.temp_dir) / "session_latest" / "sockets" / "raylet"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(raylet))
+        except OSError as e:
+            return f"its raylet does not answer on {raylet} ({e.strerror or e})"
+    answer = gcs_answer(s.address)
+    if answer == "UNAUTHENTICATED":
+        return "its GCS refuses this driver's Ray token"
+    return "" if answer == "OK" else f"its GCS does not answer ({answer})"
 
 
 def _end(s: KeptSession, where: Path) -> None:
@@ -157,20 +187,21 @@ def _free_port() -> int:
 def _start(where: Path, num_cpus: int, idle_s: float) -> KeptSession:
     """`ray start --head` on loopback, in a session of its own (a Ctrl-C or a killed process group of the
     driver spares it), with its watchdog."""
-    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # AF_UNIX paths must stay < 108 bytes
+    tmp = new_temp_dir()
     port = _free_port()
+    # Ports that default to a fixed number are given free ones (another Ray of the machine may hold the
+    # default); the dashboard agent's port 0 is its own pick, which Ray records for its job agent.
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1",
            f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false", f"--temp-dir={tmp}",
-           "--disable-usage-stats", f"--ray-client-server-port={_free_port()}",
-           f"--dashboard-agent-listen-port={_free_port()}"]
+           "--disable-usage-stats", f"--ray-client-server-port={_free_port()}", "--dashboard-agent-listen-port=0"]
+    # os.environ holds RAY_AUTH_MODE=token and the token file (use_token): the session and its workers use them
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.setdefault("RAY_AUTH_MODE", "disabled")
     with open(where / "ray_start.log", "w") as out:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                            start_new_session=True, timeout=120)
     if p.returncode != 0:
         end_processes(tmp)
-        raise KeptRayError(f"could not start the kept Ray session (`ray start` exited {p.returncode}); "
+        raise RaySetupError(f"could not start the kept Ray session (`ray start` exited {p.returncode}); "
                            f"see {where / 'ray_start.log'}")
     dog = subprocess.Popen([sys.executable, "-m", "pipelines.kept_ray", "watch", str(where)], start_new_session=True,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -260,7 +260,8 @@ def _training(cfg: Config, b) -> str:
     what = "full FT"
     if t.lora_rank:
         size = "?" if b is None else f"{_count(b.adapters)}{'' if b.adapters_exact else ' est.'}"
-        what = f"LoRA r{t.lora_rank} ({size})"
+        on = "" if t.lora_targets == "all-linear" else f", {'+'.join(t.lora_targets)}"
+        what = f"LoRA r{t.lora_rank} ({size}{on})"
     return f"{t.strategy}×{t.workers}, {what}, {t.optimizer}"
 
 

@@ -10,13 +10,13 @@ import json
 import logging
 import os
 import platform
-import tempfile
+import re
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-import pipelines.ray_env  # noqa: F401  (before ray: loopback only)
+from pipelines.ray_env import RaySetupError, gcs_answer, new_temp_dir, use_token   # before ray: loopback, auth
 import ray
 
 from pipelines.actors import Actors
@@ -46,7 +46,11 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
         return
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
+        use_token(create=False)   # the cluster's token: a new one would only be refused
+        address, fix = os.environ["RAY_ADDRESS"], "set RAY_AUTH_TOKEN_PATH to the token file it was started with"
+        if re.fullmatch(r"[\w.-]+:\d+", address) and gcs_answer(address) == "UNAUTHENTICATED":
+            raise RaySetupError(f"the Ray at RAY_ADDRESS={address} refuses this driver's token; {fix}")
+        _joined(address, quiet, fix)
         try:
             yield actors
         finally:
@@ -59,7 +63,8 @@ def ray_session(max_cpus_needed: float = 1, verbose: bool = False, run_dir: str 
         with _kept_session(local_cpus(max_cpus_needed), keep_s, quiet, actors):
             yield actors
         return
-    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # AF_UNIX paths must stay < 108 bytes
+    use_token(create=True)
+    tmp = new_temp_dir()
     record = _own_session(tmp, run_dir)   # before ray.init: a kill while Ray starts leaves nothing behind either
     try:
         with _sigint_ignored():   # Ray's daemons share the driver's process group: Ctrl-C is the driver's alone
@@ -85,7 +90,7 @@ def _kept_session(num_cpus: int, keep_s: float, quiet: dict, actors: Actors) -> 
         log.info("Ray: %s a local Ray kept for the next rounds; it ends after %g s unused (make ray-stop: now)",
                  done, keep_s)
     try:
-        ray.init(address=address, runtime_env={"env_vars": _worker_env()}, **quiet)
+        _joined(address, quiet, "end it with `make ray-stop` and run again", runtime_env={"env_vars": _worker_env()})
         yield
     finally:
         try:
@@ -93,6 +98,15 @@ def _kept_session(num_cpus: int, keep_s: float, quiet: dict, actors: Actors) -> 
             ray.shutdown()   # leaves the session: this driver's job ends, its actors with it
         finally:
             kept_ray.leave()
+
+
+def _joined(address: str, quiet: dict, fix: str, **init) -> None:
+    """ray.init on a running Ray, its failure one line with the fix (Ray's own is a traceback)."""
+    try:
+        ray.init(address=address, **init, **quiet)
+    except (ConnectionError, RuntimeError) as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise RaySetupError(f"cannot join the Ray at {address}: {first} (a token it does not accept?); {fix}") from None
 
 
 @dataclass

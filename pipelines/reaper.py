@@ -40,10 +40,16 @@ def alive(pid: int, started: int | None) -> bool:
     return now is not None and (started is None or now == started)
 
 
+# Ray's own programs: `ray::<name>` (workers, agents), a file of the ray package (raylet, gcs_server,
+# dashboard.py), or a module of it run with -m (the Ray Client server, `python -m ray.util.client.server`,
+# which names no temp dir on its command line).
+RAY_PROGRAM = re.compile(rb"^ray::|/ray/|\x00-m\x00ray\.")
+
+
 def session_processes(temp_dir: str) -> list[int]:
     """Pids of this user's processes (other than this one) that name temp_dir on their command line, or
-    that are Ray's (`ray::…`, or a program of the ray package) and hold a file under it open. A user's
-    `tail -f` of a Ray log holds such a file too, and is left alone."""
+    that are Ray's (RAY_PROGRAM) and hold a file under it open. A user's `tail -f` of a Ray log holds
+    such a file too, and is left alone."""
     me, found = os.getpid(), []
     named = re.compile(re.escape(temp_dir.rstrip("/").encode()) + rb"(/|\x00|$)")
     root = temp_dir.rstrip("/") + "/"
@@ -55,7 +61,7 @@ def session_processes(temp_dir: str) -> list[int]:
                 cmd = f.read()
             if named.search(cmd):
                 found.append(int(name))
-            elif cmd.startswith(b"ray::") or b"/ray/" in cmd:
+            elif RAY_PROGRAM.search(cmd):
                 fd_dir = f"/proc/{name}/fd"
                 if any(os.readlink(f"{fd_dir}/{fd}").startswith(root) for fd in os.listdir(fd_dir)):
                     found.append(int(name))
@@ -64,9 +70,30 @@ def session_processes(temp_dir: str) -> list[int]:
     return found
 
 
+def _with_children(pids: list[int]) -> list[int]:
+    """pids and their descendants: what a Ray process started (a job's driver, a vLLM engine core) is
+    the session's too, though it may name nothing of it."""
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(pids), list(pids)
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in found and c != os.getpid()]
+        found.update(kids)
+        frontier += kids
+    return sorted(found)
+
+
 def end_processes(temp_dir: str, grace_s: float = GRACE_S) -> list[int]:
-    """SIGTERM every process of the session, SIGKILL those still there after grace_s; the pids found."""
-    pids = session_processes(temp_dir)
+    """SIGTERM every process of the session and their descendants, SIGKILL those still there after
+    grace_s; the pids found."""
+    pids = _with_children(session_processes(temp_dir))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -90,7 +117,20 @@ def watch(driver: int, started: int | None, temp_dir: str) -> None:
         end_processes(temp_dir)
 
 
+def stop(temp_dir: str) -> int:
+    """`python -m pipelines.reaper stop TEMP_DIR`: end the Ray started with --temp-dir=TEMP_DIR, and no
+    other (`ray stop` ends every Ray of the user on the machine)."""
+    if not os.path.isdir(temp_dir):
+        print(f"error: {temp_dir} is not a directory: name the --temp-dir the Ray was started with", file=sys.stderr)
+        return 2
+    pids = end_processes(os.path.abspath(temp_dir))
+    print(f"ended {len(pids)} processes of the Ray in {temp_dir}" if pids else f"no Ray process uses {temp_dir}")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["stop"] and len(sys.argv) == 3:
+        raise SystemExit(stop(sys.argv[2]))
     pid, ticks, where = sys.argv[1:4]
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])   # taken by sigtimedwait, never lost
     watch(int(pid), int(ticks) if ticks.isdigit() else None, where)

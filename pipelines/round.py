@@ -123,14 +123,14 @@ def _check_args(ap, args) -> None:
 
 
 def _run(cfg: Config, rounds: list[int], args) -> int:
-    from pipelines.kept_ray import KeptRayError
+    from pipelines.ray_env import RaySetupError
     write_run_config(cfg)
     runner = None
     try:
         invocation = ("--config", args.config, *args.overrides)
         with round_session(cfg, args.verbose, args.keep_ray, invocation=invocation) as (runner, dashboard):
             run_rounds(cfg, rounds, runner, dashboard)
-    except (RoundError, KeptRayError) as e:
+    except (RoundError, RaySetupError) as e:   # a stage that failed; a Ray that could not be started or joined
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Interrupted) as e:   # Ray's session has ended on the way out

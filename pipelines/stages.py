@@ -60,14 +60,13 @@ def init_policy(source: str, out: Path, cfg: Config | None = None) -> dict:
 
 def generate(policy: str, cfg: Config, round_: int, out: Path, *, eval_set: bool = False, fan_out=run_here) -> dict:
     """K samples per prompt (train) or eval.samples_per_prompt (eval) with a seed per (round, prompt)."""
-    from selfplay.data import load_prompts, round_prompts
+    from selfplay.data import eval_rows, round_prompts
     from selfplay.generation import Request, SamplingSpec, sample_checkpoint
     from selfplay.records import Generation, to_rows
 
     d, g = cfg.data, cfg.generation
     if eval_set:
-        rows = load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
-        rows = rows[: d.eval_limit or len(rows)]
+        rows = eval_rows(d)
         _check_room(rows, policy, cfg, "data.eval_prompts")
         spec = SamplingSpec(cfg.eval.samples_per_prompt, cfg.eval.temperature, cfg.eval.top_p, g.max_new_tokens)
         tag = "eval"  # the same seeds every round: common random numbers make rounds comparable
@@ -101,7 +100,7 @@ def _check_lengths(rows: list, policy: str, cfg: Config, round_: int) -> None:
 
     from selfplay.data import check_prompt_lengths, check_room, model_positions
     tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=False)
-    check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts")
+    check_prompt_lengths(rows, tok, cfg.model.max_length, f"round {round_}'s prompts", cfg.model.max_prompt_length)
     check_room(rows, tok, model_positions(policy), cfg.generation.max_new_tokens, f"round {round_}'s prompts")
 
 

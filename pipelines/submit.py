@@ -3,17 +3,21 @@
     python -m pipelines.submit --address http://<head>:8265 --round 1 [--config F] run_dir=/shared/runs/x [k=v ...]
     make submit ROUND=1 ADDRESS=http://<head>:8265 RUN_DIR=/shared/runs/x      (ROUNDS=1-3 for a sequence)
 
-The job's working directory is this repository, uploaded without run outputs, virtual
-environments, caches or git history. Its entrypoint is `<python> -m pipelines.round ...` on the
-head node, where <python> is the interpreter running this module (`make submit` runs it with
-.venv/bin/python): the job runs in the environment that submitted it, whatever the head's PATH
-says. Nothing is installed for the job: every node is expected to hold the repository and its
-.venv at the same path and to run Ray from it (see docs/cluster.md), and workers use the Python
-that runs Ray there.
+The job's working directory is a copy of the files git tracks here, as they are now: nothing
+untracked is uploaded (a venv, run outputs, a log being written), so the upload stays small and cannot
+change while Ray zips it. Its entrypoint is `<python> -m pipelines.round ...` on the head node,
+where <python> is the interpreter running this module (`make submit` runs it with .venv/bin/python):
+the job runs in the environment that submitted it, whatever the head's PATH says. Nothing is installed
+for the job: every node is expected to hold the repository and its .venv at the same path and to run
+Ray from it (see docs/cluster.md), and workers use the Python that runs Ray there.
 
 Before uploading anything, a preflight job (no working_dir) runs that interpreter on the head: it
 must exist, import torch, and join the cluster as a driver (same Ray and Python), and the arena
 assets must be where the job will look for them. Each failure is one message naming the fix.
+
+The job client sends this user's Ray token (pipelines/ray_env.py) with every request; the head must run
+with the same token (docs/cluster.md, section 2). A refused token, a head without a job agent, an
+upload too large and an unreachable head each end in one line naming the fix.
 
 Assets: the job gets SELFPLAY_ASSETS as an absolute path (this environment's SELFPLAY_ASSETS, else
 <repo>/assets) and SELFPLAY_ASSETS_BUILD=0, so a node without them fails with a message naming
@@ -30,13 +34,17 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from pipelines.graph import RoundError, parse_rounds
+from pipelines.ray_env import RaySetupError, use_token   # before ray: token auth, loopback
 
 REPO = Path(__file__).resolve().parent.parent
 # Uploaded with the job: code and configs only. Ray also honours .gitignore; these hold either way.
@@ -310,13 +318,52 @@ def preflight(client, python: str, assets: str, needs_assets: bool, *, timeout_s
 
 
 def connect(address: str):
-    """A JobSubmissionClient for the head's dashboard, or ConnectionError with what to check."""
+    """A JobSubmissionClient for the head's dashboard, sending this user's Ray token; ConnectionError with
+    what to check when the head cannot be reached (a refused token: head_error)."""
+    use_token(create=False)
     from ray.job_submission import JobSubmissionClient
     try:
         return JobSubmissionClient(address)
     except ConnectionError as e:
         raise ConnectionError(f"cannot reach the Ray dashboard at {address}: is the head started (docs/cluster.md, "
                               f"section 2) and its --dashboard-host reachable from here? ({e})") from None
+
+
+def head_error(e: Exception, address: str) -> str:
+    """One line for what the head answered a request with: the cause and the fix."""
+    text = str(e)
+    if type(e).__name__ == "AuthenticationError":
+        sent = "no token" if "Authentication required" in text else "a token it does not accept"
+        return (f"the Ray head at {address} refused this client ({sent}): submit with the token it was started "
+                "with, RAY_AUTH_TOKEN_PATH=<its token file> (docs/cluster.md, section 2)")
+    if "status code 413" in text:
+        return (f"the Ray head at {address} refused the job's upload as too large (413): the job ships the files "
+                "git tracks; keep large files out of git (put data in the run dir or SELFPLAY_ASSETS)")
+    if "No available agent" in text:
+        return (f"the Ray head at {address} has no job agent (500: No available agent): its dashboard agent did "
+                "not start, often because another Ray of this machine holds its port; start the head as "
+                "docs/cluster.md shows (--dashboard-agent-listen-port=0) after stopping this one")
+    return f"the Ray head at {address} failed the request: {(text.strip() or type(e).__name__).splitlines()[0][:300]}"
+
+
+def tracked_files(repo: Path, dest: Path, config: str) -> str:
+    """A copy under dest of the files git tracks in repo, as the working tree holds them now: the job's
+    working_dir. `config` (relative to repo, or absolute) must be among them when it is in repo."""
+    try:
+        listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached"], capture_output=True,
+                                check=True, timeout=60).stdout.decode()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ValueError(f"the job ships the files git tracks, but `git ls-files` failed in {repo} ({e})") from None
+    names = [n for n in listed.split("\0") if n]
+    if not os.path.isabs(config) and config not in names:
+        raise ValueError(f"{config} is not tracked by git, and the job ships only tracked files: `git add {config}`, "
+                         "or pass --config with an absolute path that exists on the head")
+    for name in names:
+        src = repo / name
+        if src.is_symlink() or src.is_file():   # not a deleted file or a submodule's directory
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name, follow_symlinks=False)
+    return str(dest)
 
 
 def submit(client, entrypoint: str, runtime_env: dict, *, wait: bool = True, name: str = "") -> int:
@@ -333,7 +380,8 @@ def submit(client, entrypoint: str, runtime_env: dict, *, wait: bool = True, nam
         asyncio.run(_stream_logs(client, job_id))
         status = _wait_terminal(client, job_id)
     except KeyboardInterrupt:
-        print(f"\ndetached; the job keeps running. Stop it with: ray job stop --address {address} {job_id}",
+        auth = f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={os.environ.get('RAY_AUTH_TOKEN_PATH', '<its token file>')}"
+        print(f"\ndetached; the job keeps running. Stop it with: {auth} ray job stop --address {address} {job_id}",
               file=sys.stderr)
         return 130
     info = client.get_job_info(job_id)
@@ -385,10 +433,17 @@ def main(argv: list[str] | None = None) -> int:
         preflight(client, args.python, assets, uses_builtin_assets(args.config, args.overrides))
         print(f"preflight on the head: {args.python} runs the job ({time.monotonic() - t0:.1f}s)",
               file=sys.stderr, flush=True)
-    except (ValueError, RoundError, ConnectionError, PreflightError) as e:
+        with tempfile.TemporaryDirectory(prefix="selfplay-job-") as snapshot:
+            words = shlex.split(entrypoint)
+            runtime_env["working_dir"] = tracked_files(REPO, Path(snapshot), words[words.index("--config") + 1])
+            return submit(client, entrypoint, runtime_env, wait=not args.no_wait, name=f"r{args.round}")
+    except (ValueError, RoundError, ConnectionError, PreflightError, RaySetupError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    return submit(client, entrypoint, runtime_env, wait=not args.no_wait, name=f"r{args.round}")
+    except Exception as e:  # noqa: BLE001  what the head answered (Ray's AuthenticationError, HTTP errors)
+        if type(e).__name__ != "AuthenticationError" and "Request failed with status code" not in str(e):
+            raise
+        print(f"error: {head_error(e, args.address)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ left() { echo $((budget - SECONDS)); }
 tar xzf .device/site.tgz -C /tmp/site || { echo "error: no .device/site.tgz: run scripts/device_site.sh here and carry .device" >&2; exit 2; }
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
     TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
-    RAY_AUTH_MODE=disabled WANDB_MODE=disabled PYTHONUNBUFFERED=1
+    RAY_AUTH_MODE=token WANDB_MODE=disabled PYTHONUNBUFFERED=1   # the token: made on first use (pipelines/ray_env.py)
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
     "$py" - <<'EOF'

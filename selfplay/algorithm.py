@@ -100,6 +100,19 @@ class Algorithm:
     name: str = ""                     # set by the registry: the module's name
 
 
+def online_start(w, job, what: str) -> tuple[list[tuple[str, str]], object]:
+    """Where an online update starts: the round's (prompt id, prompt) in the seeded order it walks them, and the
+    round's judge, built on rank 0 only (it samples and judges; every rank steps)."""
+    import random
+
+    from selfplay.trainer import TrainingError
+    if job.make_judge is None:
+        raise TrainingError(f"{what} samples and judges at every step, but the trainer was given no judge")
+    prompts = sorted({p.prompt_id: p.prompt for p in job.pairs}.items())
+    random.Random(job.seed).shuffle(prompts)
+    return prompts, (job.make_judge() if w.rank == 0 else None)
+
+
 # An online update (EGPO's, Nash-MD's) samples y″ / y′ with its own sampler and counts steps, not epochs.
 ONLINE_READS = ("generation.opponent_temperature", "generation.opponent_top_k", "train.steps_per_round")
 

@@ -154,25 +154,58 @@ def _check_utf8(p: Path) -> None:
                         "save the file as UTF-8") from None
 
 
-def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt",
-                 id_column: str = "prompt_id") -> list[PromptRow]:
+def load_prompts(src: str, *, split: str = "train", prompt_column: str = "prompt", id_column: str = "prompt_id",
+                 single_turn: bool = False, max_chars: int = 0) -> list[PromptRow]:
+    """The source's prompts. single_turn: the column holds chat-message lists, and only one-message rows are
+    kept (that message's text); max_chars > 0: only prompts shorter than that. Ids are the id column's, else
+    the row index in the whole source, so a filter never renumbers the prompts it keeps."""
     ds = open_dataset(src, split, "prompts")
     src = resolve_builtin(src)
     if prompt_column not in ds.column_names:
         raise DataError(f"{src}: no column {prompt_column!r} (columns: {ds.column_names})")
     ids = ds[id_column] if id_column in ds.column_names else [str(i) for i in range(len(ds))]
     texts = ds[prompt_column]
+    if single_turn:
+        ids, texts = _single_turn(ids, texts, src, prompt_column)
     for k, (i, t) in enumerate(zip(ids, texts), 1):   # a null or a number would become the text "None" or "3"
         if not isinstance(t, str):
             kind = "null" if t is None else f"a {type(t).__name__}, not text"
-            raise DataError(f"{src}: the {prompt_column!r} of row {k} (id {str(i)!r}) is {kind}")
-    rows = [PromptRow(str(i), t) for i, t in zip(ids, texts)]
+            hint = " (chat messages: set data.single_turn: true)" if isinstance(t, list) else ""
+            raise DataError(f"{src}: the {prompt_column!r} of row {k} (id {str(i)!r}) is {kind}{hint}")
+    rows = [PromptRow(str(i), t) for i, t in zip(ids, texts) if not max_chars or len(t) < max_chars]
+    if not rows and texts:
+        raise DataError(f"{src}: none of its {len(texts)} prompts is shorter than data.max_prompt_chars={max_chars}")
     bad = [r.prompt_id for r in rows if not r.prompt.strip()]
     if bad:
         raise DataError(f"{src}: {len(bad)} empty prompt(s), first id {bad[0]!r}")
     if len({r.prompt_id for r in rows}) != len(rows):
         raise DataError(f"{src}: duplicate values in id column {id_column!r}")
     return rows
+
+
+def _single_turn(ids: list, texts: list, src: str, column: str) -> tuple[list, list]:
+    """(ids, texts) of the rows whose chat-message list holds one message (EGPO's lms/utils.py keeps those)."""
+    first = next((t for t in texts if t is not None), None)
+    if not isinstance(first, list):
+        raise DataError(f"{src}: data.single_turn keeps one-message chats, but column {column!r} holds "
+                        f"{type(first).__name__}, not chat-message lists; remove data.single_turn")
+    kept = [(i, t[0].get("content") if isinstance(t[0], dict) else t[0])
+            for i, t in zip(ids, texts) if isinstance(t, list) and len(t) == 1]
+    if not kept:
+        raise DataError(f"{src}: data.single_turn: none of its {len(texts)} chats in {column!r} has a single message")
+    return [i for i, _ in kept], [t for _, t in kept]
+
+
+def source_prompts(src: str, d: DataConfig, limit: int = 0) -> list[PromptRow]:
+    """A source's prompts under the data section's column and filter settings, the first `limit` (0 = all)."""
+    rows = load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column,
+                        single_turn=d.single_turn, max_chars=d.max_prompt_chars)
+    return rows[:limit or None]
+
+
+def eval_rows(d: DataConfig) -> list[PromptRow]:
+    """The evaluation prompts: data.eval_prompts, filtered as the training sources, the first data.eval_limit."""
+    return source_prompts(d.eval_prompts, d, d.eval_limit)
 
 
 # ---------------------------------------------------------------- per-round training prompts
@@ -220,8 +253,8 @@ def _rounds(k: int) -> str:
 
 
 def round_prompts(d: DataConfig, round_: int) -> list[PromptRow]:
-    """Round n's training prompts."""
-    rows = load_prompts(round_source(d, round_), split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
+    """Round n's training prompts (a source's first data.max_prompts, when set, make its pool)."""
+    rows = source_prompts(round_source(d, round_), d, d.max_prompts)
     start, count = round_span(d, round_, len(rows))
     return [rows[(start + i) % len(rows)] for i in range(count)]
 
@@ -240,10 +273,11 @@ def check_rounds(cfg: Config, rounds: list[int]) -> None:
 def _source_size(src: str, d: DataConfig) -> int:
     # The builtin arena prompts are generated in code: counting them here avoids building the assets
     # (which trains the tiny policy) in the driver; round 0's init stage builds them in an actor.
-    if src in ("builtin:arena/train", "builtin:arena/eval"):
+    unfiltered = not (d.single_turn or d.max_prompt_chars or d.max_prompts)
+    if src in ("builtin:arena/train", "builtin:arena/eval") and unfiltered:
         from selfplay.assets import arena_prompts
         return len(arena_prompts(src.split("/")[1]))
-    return len(load_prompts(src, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column))
+    return len(source_prompts(src, d, d.max_prompts))
 
 
 # ---------------------------------------------------------------- prompt lengths
@@ -251,7 +285,8 @@ def _source_size(src: str, d: DataConfig) -> int:
 # not truncated: the trainer keeps the first max_length tokens of prompt + response, so such a pair would
 # contribute no response token (a pair that only dilutes the loss), and cutting the prompt instead would
 # train the policy on a different question from the one the judge judged. Shorter prompts leave the
-# response max_length − prompt tokens, as TRL's max_length does.
+# response max_length − prompt tokens, as TRL's max_length does. With model.max_prompt_length set the
+# trainer does cut prompts (SPPO's rule, selfplay/logprobs.py encode), so none is refused.
 
 def prompt_token_counts(tok, prompts: list[str]) -> list[int]:
     """Tokens of each prompt as the trainer sees it: the chat template with the generation prompt."""
@@ -260,7 +295,9 @@ def prompt_token_counts(tok, prompts: list[str]) -> list[int]:
     return [len(ids) for ids in tok(heads, add_special_tokens=False).input_ids] if heads else []
 
 
-def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: str) -> None:
+def check_prompt_lengths(rows: list[PromptRow], tok, max_length: int, source: str, max_prompt_length: int = 0) -> None:
+    if max_prompt_length:
+        return   # the trainer keeps such a prompt's last max_prompt_length tokens: room is left for the response
     counts = prompt_token_counts(tok, [r.prompt for r in rows])
     long = [(r.prompt_id, n) for r, n in zip(rows, counts) if n >= max_length]
     if long:
@@ -280,7 +317,8 @@ def check_round_prompt_lengths(cfg: Config, rounds: list[int], tokenizer_dir: st
         if tok is None:   # imported here: transformers takes 4-6 s to import, which builtin prompts never need
             from transformers import AutoTokenizer
             tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)   # never asks to run code
-        check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})")
+        check_prompt_lengths(round_prompts(cfg.data, n), tok, cfg.model.max_length, f"round {n}'s prompts ({src})",
+                             cfg.model.max_prompt_length)
 
 
 def model_positions(checkpoint: str) -> int | None:
@@ -305,8 +343,7 @@ def check_positions(cfg: Config, rounds: list[int], checkpoint: str) -> None:
         raise DataError(f"model.max_length={cfg.model.max_length} is more than the {positions} positions the policy "
                         f"has ({checkpoint}/config.json max_position_embeddings); set model.max_length <= {positions}")
     d = cfg.data
-    sources = [(d.eval_prompts, lambda: load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column,
-                                                      id_column=d.id_column)[: d.eval_limit or None])]
+    sources = [(d.eval_prompts, lambda: eval_rows(d))]
     sources += [(round_source(d, n), lambda n=n: round_prompts(d, n)) for n in rounds]
     tok = None
     for src, rows in sources:
@@ -334,5 +371,5 @@ def check_room(rows: list[PromptRow], tok, positions: int | None, max_new_tokens
 def check_eval_prompts(cfg: Config) -> None:
     """Load data.eval_prompts once before any stage runs (round 0's evaluate would otherwise find a bad file)."""
     d = cfg.data
-    if not d.eval_prompts.startswith("builtin:"):
-        load_prompts(d.eval_prompts, split=d.split, prompt_column=d.prompt_column, id_column=d.id_column)
+    if not d.eval_prompts.startswith("builtin:") or d.single_turn or d.max_prompt_chars:
+        eval_rows(d)

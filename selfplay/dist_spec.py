@@ -15,6 +15,7 @@ class DistSpec:
     strategy: str = "ddp"
     lora_rank: int = 0
     lora_alpha: float = 16.0
+    lora_targets: str | tuple[str, ...] = "all-linear"   # peft's target_modules (train.lora_targets)
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
 
@@ -22,7 +23,7 @@ class DistSpec:
 def dist_spec(cfg) -> DistSpec:
     t, res = cfg.train, cfg.resources.trainer
     spec = DistSpec(workers=int(t.workers), strategy=str(t.strategy), lora_rank=int(t.lora_rank),
-                    lora_alpha=float(t.lora_alpha), cpus_per_worker=float(res.num_cpus),
+                    lora_alpha=float(t.lora_alpha), lora_targets=t.lora_targets, cpus_per_worker=float(res.num_cpus),
                     gpus_per_worker=float(res.num_gpus))
     if spec.workers < 1:
         raise ValueError(f"train.workers must be >= 1, got {spec.workers}")

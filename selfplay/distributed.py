@@ -5,7 +5,8 @@
 With one worker and ddp, training runs in the calling process (no Ray Train, no process group).
 Otherwise Ray Train starts the workers, each with `resources.trainer` (num_cpus, num_gpus); the
 calling actor only coordinates (see needs_worker_group). LoRA (train.lora_rank > 0): peft adapters on
-every linear layer, base weights frozen; the saved checkpoint has them merged.
+the layers train.lora_targets names (every linear one by default), base weights frozen; the saved
+checkpoint has them merged.
 """
 from __future__ import annotations
 

@@ -6,9 +6,12 @@
     data_½   ← sample(θ_{t+½})                  fresh samples from the half-step weights
     θ_{t+1}  ← step(θ_t, data_½)                weights and optimizer state restored to θ_t first
 
-The learning-rate schedule is not rolled back (the authors' scheduler counts both steps). Written
-over four callables so the same routine drives an LLM (selfplay.worker.Worker) and the 3-action
-tabular policy of tests/test_extragradient.py.
+Each sample() call may draw its own prompts: the authors' training_step takes the next batch of the
+data loader at every optimizer step, so the half and full steps see two successive batches (EGPO's
+update, train.extragradient_prompts). The learning-rate schedule is not rolled back (the authors'
+scheduler counts both steps; tested in tests/test_egpo_restore.py). Written over four callables so
+the same routine drives an LLM (selfplay.worker.Worker) and the 3-action tabular policy of
+tests/test_extragradient.py.
 """
 from __future__ import annotations
 

@@ -39,18 +39,31 @@ class Levers:
 DEFAULT = Levers()   # scripts/bench_trainer.py replaces it in its own process to measure each lever
 
 
-def encode(tok, prompts: Sequence[str], responses: Sequence[str],
-           max_length: int = 1024) -> list[tuple[list[int], int]]:
-    """Per pair: ids of the chat-templated prompt + response + end-of-turn, and how many of them are
-    the prompt's; truncated to max_length. Each distinct prompt is templated once."""
+def encode(tok, prompts: Sequence[str], responses: Sequence[str], max_length: int = 1024,
+           max_prompt_length: int = 0, paired: bool = False) -> list[tuple[list[int], int]]:
+    """Per row: ids of the chat-templated prompt + response + end-of-turn, and how many of them are
+    the prompt's. Each distinct prompt is templated once. Truncation: max_prompt_length 0 keeps the
+    first max_length ids; N > 0 is SPPO's (sppo/trainer.py tokenize_row): when prompt + the pair's longer
+    response exceed max_length, the prompt keeps its last N ids, and if still too long both responses
+    their first max_length − N. `paired`: rows i and i + n/2 are one pair (chosen, then rejected, as the
+    trainer lays them out), so the longer response decides for both; else each row is its own pair."""
     heads: dict[str, list[int]] = {}
+    for p in dict.fromkeys(prompts):
+        text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        heads[p] = tok(text, add_special_tokens=False).input_ids
+    tails = [tok(r, add_special_tokens=False).input_ids + [tok.eos_token_id] for r in responses]  # end of turn scored
+    half = len(tails) // 2
+    if paired and 2 * half != len(tails):
+        raise ValueError(f"paired rows come as chosen then rejected: an even count, got {len(tails)}")
     rows = []
-    for p, r in zip(prompts, responses):
-        if p not in heads:
-            text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            heads[p] = tok(text, add_special_tokens=False).input_ids
+    for i, (p, t) in enumerate(zip(prompts, tails)):
         h = heads[p]
-        t = tok(r, add_special_tokens=False).input_ids + [tok.eos_token_id]  # the turn's end is scored too
+        if max_prompt_length:
+            longer = max(len(t), len(tails[(i + half) % len(tails)])) if paired else len(t)
+            if len(h) + longer > max_length:
+                h = h[-max_prompt_length:]
+            if len(h) + longer > max_length:
+                t = t[:max_length - max_prompt_length]
         rows.append(((h + t)[:max_length], min(len(h), max_length)))
     return rows
 
@@ -68,12 +81,14 @@ def encode_pairs(tok, prompts: Sequence[str], responses: Sequence[str], max_leng
     return _pad(encode(tok, prompts, responses, max_length), tok.pad_token_id)
 
 
-def sequence_logprobs(model, tok, prompts: Sequence[str], responses: Sequence[str], *,
-                      average: bool = False, max_length: int = 1024, levers: Levers | None = None) -> torch.Tensor:
-    """[B] summed (or per-token averaged) log-probs of each response given its prompt, fp32; keeps grad."""
+def sequence_logprobs(model, tok, prompts: Sequence[str], responses: Sequence[str], *, average: bool = False,
+                      max_length: int = 1024, max_prompt_length: int = 0, paired: bool = False,
+                      levers: Levers | None = None) -> torch.Tensor:
+    """[B] summed (or per-token averaged) log-probs of each response given its prompt, fp32; keeps grad.
+    Truncation as `encode` (max_length, max_prompt_length, paired)."""
     lv = levers or DEFAULT
     device = next(model.parameters()).device
-    rows = encode(tok, prompts, responses, max_length)
+    rows = encode(tok, prompts, responses, max_length, max_prompt_length, paired)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0   # never attended to, never scored
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     groups = length_groups([len(rows[i][0]) for i in order], lv) if grouped(lv, device) else [len(rows)]

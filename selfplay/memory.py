@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,12 @@ OPTIMIZER_STATES = {"adamw": 2, "rmsprop": 1, "sgd": 0}   # fp32 tensors per tra
 TRAINER_SHARE = 0.9          # of the GPU: the rest is for activations and the CUDA context
 KV_SHARE = 0.2               # of vLLM's gpu_memory_utilization share, kept for the KV cache
 DEFAULT_LAYERS = 32          # sizes FSDP's gathered units when the layer count is unknown
-LORA_WIDTH_PER_LAYER = 21.5  # Σ (in + out) / hidden over a decoder layer's linears: attention's 4 projections
-                             # of ~2h each (8h) + the MLP's 3 of ~4.5h each (13.5h); an estimate for models
-                             # without a local config.json (grouped-query attention makes it smaller)
+# (in + out) / hidden of a decoder layer's linears, by module name: attention's 4 projections of ~2h each,
+# the MLP's 3 of ~4.5h each; an estimate for models without a local config.json (grouped-query attention
+# makes k/v smaller). all-linear: their sum, 21.5.
+LORA_WIDTHS = {"q_proj": 2.0, "k_proj": 2.0, "v_proj": 2.0, "o_proj": 2.0,
+               "gate_proj": 4.5, "up_proj": 4.5, "down_proj": 4.5}
+LORA_WIDTH_PER_LAYER = sum(LORA_WIDTHS.values())
 
 
 class MemoryBudgetError(RuntimeError):
@@ -125,22 +129,26 @@ def model_facts(path: str, model_cfg) -> ModelFacts:
     return ModelFacts(model_cfg.num_parameters or None, model_cfg.hidden_size, model_cfg.num_layers)
 
 
-def lora_parameters(rank: int, facts: ModelFacts) -> tuple[float | None, bool]:
-    """(adapter parameters, exact?) for rank-`rank` adapters on every linear layer but the output layer
-    (peft's all-linear): r·(in + out) each. Exact from a local config.json, else the documented
-    estimate r × 21.5 × hidden × layers; None when hidden_size is unknown too."""
+def lora_parameters(rank: int, facts: ModelFacts,
+                    targets: str | tuple[str, ...] = "all-linear") -> tuple[float | None, bool]:
+    """(adapter parameters, exact?) for rank-`rank` adapters on the linear layers `targets` names (all-linear:
+    every one but the output layer; a list: those whose name is one of them or ends in ".<it>", as peft matches):
+    r·(in + out) each. Exact from a local config.json, else the documented estimate r × width × hidden ×
+    layers (LORA_WIDTHS); None when hidden_size, or a listed name's width, is unknown."""
     if rank <= 0:
         return 0.0, True
     if facts.checkpoint and _config_json(facts.checkpoint):
         import torch
         model = _meta_model(facts.checkpoint)
         out = model.get_output_embeddings()
-        width = sum(m.in_features + m.out_features for m in model.modules()
-                    if isinstance(m, torch.nn.Linear) and m is not out)
+        width = sum(m.in_features + m.out_features for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not out
+                    and (targets == "all-linear" or any(name == t or name.endswith("." + t) for t in targets)))
         return float(rank * width), True
-    if not facts.hidden_size:
+    per_layer = LORA_WIDTH_PER_LAYER if targets == "all-linear" else sum(LORA_WIDTHS.get(t, math.nan) for t in targets)
+    if not facts.hidden_size or math.isnan(per_layer):
         return None, False
-    return rank * LORA_WIDTH_PER_LAYER * facts.hidden_size * (facts.num_layers or DEFAULT_LAYERS), False
+    return rank * per_layer * facts.hidden_size * (facts.num_layers or DEFAULT_LAYERS), False
 
 
 # ---------------------------------------------------------------- the trainer
@@ -177,7 +185,7 @@ def trainer_budget(facts: ModelFacts, cfg) -> TrainerBudget | None:
     if n is None:
         return None
     c, k = DTYPE_BYTES[cfg.model.dtype], OPTIMIZER_STATES[t.optimizer]
-    adapters, exact = lora_parameters(t.lora_rank, facts)
+    adapters, exact = lora_parameters(t.lora_rank, facts, t.lora_targets)
     if adapters is None:
         return None
     lora = t.lora_rank > 0

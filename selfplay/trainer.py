@@ -87,7 +87,8 @@ def batch_loss(model, tok, algo, pairs, idx, refs, cfg) -> tuple[torch.Tensor, t
     dev = next(model.parameters()).device
     with autocast(dev, cfg.model.dtype):
         lp = sequence_logprobs(model, tok, prompts, [p.chosen for p in sel] + [p.rejected for p in sel],
-                               average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+                               average=cfg.loss.average_logprobs, max_length=cfg.model.max_length,
+                               max_prompt_length=cfg.model.max_prompt_length, paired=True)
     n, ix = len(sel), torch.tensor(idx)
     lp = lp.float()
     t = PairTensors(policy_chosen=lp[:n], policy_rejected=lp[n:],

@@ -118,11 +118,15 @@ class Worker:
         return weights, copy.deepcopy(self.opt.state_dict())
 
     def restore(self, state: tuple[list[torch.Tensor], dict]) -> None:
+        """Weights and optimizer state back to the snapshot; the LR schedule is not rolled back. The saved
+        optimizer state carries the snapshot's learning rate, so the schedule's current one is put back."""
         weights, opt_state = state
         with torch.no_grad():
             for p, w in zip(self.probe.params, weights):
                 local_tensor(p).copy_(w)
         self.opt.load_state_dict(opt_state)
+        for group, lr in zip(self.opt.param_groups, self.sched.get_last_lr()):
+            group["lr"] = lr
 
     def on_rank0(self, fn):
         """fn() on rank 0, its result sent to every worker (the others wait in the broadcast)."""
@@ -206,7 +210,8 @@ class Worker:
                 # both sides in one call: its length groups then mix chosen and rejected sequences
                 lp = sequence_logprobs(model, self.tok, [p.prompt for p in sel] * 2,
                                        [p.chosen for p in sel] + [p.rejected for p in sel],
-                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length)
+                                       average=cfg.loss.average_logprobs, max_length=cfg.model.max_length,
+                                       max_prompt_length=cfg.model.max_prompt_length, paired=True)
                 chosen.append(lp[:len(sel)])
                 rejected.append(lp[len(sel):])
         model.train(was_training)
@@ -252,8 +257,9 @@ def _load_trainable(path: str, dtype: str, spec, device):
     if spec.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
         # dropout 0: the update stays deterministic, so workers and runs agree exactly.
+        targets = spec.lora_targets if spec.lora_targets == "all-linear" else list(spec.lora_targets)
         lc = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, bias="none",
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM")
         model = get_peft_model(model, lc, autocast_adapter_dtype=True)   # adapters fp32 over a bf16 base
     return tok, model
 

@@ -1,4 +1,4 @@
-"""Test environment: no hub, no network, wandb off, Ray on loopback only."""
+"""Test environment: no hub, no network, wandb off, Ray on loopback only and with token authentication."""
 import os
 
 # Set before anything imports transformers/datasets/ray/wandb.
@@ -8,11 +8,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray listens on every interface
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AUTH_MODE", "token")   # as every Ray of the project (pipelines/ray_env.py)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pipelines.ray_env import new_temp_dir, use_token  # noqa: E402
+
+use_token()   # the project's token file (made on first use); exported, so the drivers the tests start use it
+
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,8 @@ def ray_local():
     """One local Ray for the session, bound to loopback; the driver reuses an initialised Ray."""
     import ray
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False,
-                 _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        temp_dir = new_temp_dir()   # under /tmp/selfplay-ray-<uid>/, which only this user can enter
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir)
     yield
     ray.shutdown()
 

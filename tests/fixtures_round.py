@@ -11,9 +11,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.ray_env import new_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.prompts_per_round=8", "data.eval_limit=8", "generation.k=2", "generation.max_new_tokens=8",
@@ -21,10 +22,10 @@ TINY = ["data.prompts_per_round=8", "data.eval_limit=8", "generation.k=2", "gene
 SECRETS = {"OPENAI_API_KEY": "sk-fake-9f3a1c7e5b2d4f60a8c1", "HF_TOKEN": "hf_fakeQ7w2Z9x4C1v8B3n6M5k0",
            "WANDB_API_KEY": "fakewandb0123456789abcdef0123456789abcdef"}
 # The driver's own Ray start-up (pipelines.ray_session.ray_session), with a Ray directory the test names: a
-# driver that finds Ray initialised uses it.
+# driver that finds Ray initialised uses it. Its token is the tests' (conftest.py exports RAY_AUTH_TOKEN_PATH).
 DRIVER = """
 import sys
-from pipelines.ray_session import _worker_env   # first: it sets Ray's environment (loopback) before ray loads
+from pipelines.ray_session import _worker_env   # first: it sets Ray's environment (loopback, auth) before ray loads
 import ray
 ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[1],
          runtime_env={"env_vars": _worker_env()}, log_to_driver=False)
@@ -48,7 +49,7 @@ _DONE: dict[str, FinishedRound] = {}
 def finished_round(base: Path) -> FinishedRound:
     """Round 1 of the tiny config, run once per session (the first caller's `base` holds it)."""
     if "run" not in _DONE:
-        run_dir, ray_dir = base / "run", Path(tempfile.mkdtemp(prefix="rayr2", dir="/tmp"))  # AF_UNIX paths < 108 bytes
+        run_dir, ray_dir = base / "run", Path(new_temp_dir())  # private, and short: AF_UNIX paths < 108 bytes
         env = {**os.environ, **SECRETS, "WANDB_MODE": "offline"}
         p = subprocess.run([sys.executable, "-c", DRIVER, str(ray_dir), "--round", "1", "--config",
                             "configs/arena_sppo.yaml", f"run_dir={run_dir}", *TINY],

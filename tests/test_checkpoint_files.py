@@ -138,6 +138,9 @@ def test_alpaca_eval_generator_names_are_per_run(tmp_path):
     moved = Config(run_dir=str(tmp_path / "elsewhere"), seed=1,
                    eval=EvalConfig(samples_per_prompt=2, temperature=0.8, top_p=0.95))
     assert run_id(moved) == run_id(cfg)
+    # how it runs (resources, retries, logging) is not what it makes
+    retried = dataclasses.replace(moved, resources=dataclasses.replace(moved.resources, stage_retries=3))
+    assert run_id(retried) == run_id(cfg) != run_id(dataclasses.replace(cfg, algorithm="dpo"))
 
 
 def test_round_zero_eval_stage_exports_alpaca_eval(tmp_path):

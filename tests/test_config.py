@@ -33,11 +33,25 @@ def test_defaults_and_overrides_are_typed():
     (["loss.tau=0.5"], "loss.tau=0.5 has no effect with algorithm sppo"),
     (["algorithm=dpo", "loss.dno_margin=0.2"], "loss.dno_margin=0.2 has no effect with algorithm dpo"),
     (["algorithm=egpo", "loss.eta=3"], "loss.eta=3.0 has no effect with algorithm egpo"),
+    (["algorithm=apo", "loss.apo_base=ipo"], "loss.apo_base: sppo or dpo, got 'ipo'"),    # apo's own check
+    (["algorithm=nash_md", "train.epochs=2"], "train.epochs=2: algorithm nash_md's online update"),
+    (["data.teacher_column=gold"], "data.teacher_column='gold' has no effect with algorithm sppo: only dno reads it"),
     (["generation.tensor_parallel_size=2"], "needs the vllm backend"),
     (["train.strategy=fsdp_offload"], "fsdp_offload moves shards"),
     (["model.dtype=float64"], "model.dtype: float32, bfloat16 or float16"),
     (["data.train_prompts=[]"], "data.train_prompts: expected a non-empty list"),
     (["resources.gpu_memory_gb=0"], "resources.gpu_memory_gb: must be positive"),
+    # the fidelity keys: out of range, or set where nothing reads them
+    (["model.max_prompt_length=128"], "model.max_prompt_length: 0 or < max_length"),
+    (["model.max_prompt_length=-1"], "model.max_prompt_length: 0 or < max_length"),
+    (["data.max_prompt_chars=-300"], "data.max_prompt_chars / max_prompts: 0"),
+    (["data.max_prompts=-1"], "data.max_prompt_chars / max_prompts: 0"),
+    (["train.lora_targets=[q_proj]"], "all-linear, or module names with train.lora_rank > 0"),
+    (["train.lora_rank=4", "train.lora_targets=q_proj"], "train.lora_targets='q_proj': all-linear, or module names"),
+    (["train.extragradient_prompts=same"], "train.extragradient_prompts='same' has no effect with algorithm sppo: only egpo"),
+    (["algorithm=egpo", "train.epochs=1", "train.extragradient_prompts=both"], "train.extragradient_prompts: successive or same"),
+    (["judge.prompt_format=chat"], "judge.prompt_format: the oracle judge does not read it"),
+    (["judge.name=pairrm", "judge.prompt_format=templated"], "judge.prompt_format: raw or chat, got 'templated'"),
 ])
 def test_bad_values_give_one_clear_message(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -113,7 +127,10 @@ def test_a_changed_lora_rank_or_strategy_changes_what_the_plan_trains():
     egpo, sppo = "egpo_qwen25_1p5b.yaml", "sppo_mistral7b_pairrm.yaml"
     tr = lambda name, *o: {s.stage: s for s in _plan(name, 2, *o).stages}["train"]  # noqa: E731
     assert tr(egpo).training.startswith("ddp×1, LoRA r256 (")
-    assert tr(egpo, "train.lora_rank=0").training == "ddp×1, full FT, adamw"
+    # full fine-tuning reads no LoRA targets: the paper's [q_proj, v_proj] goes with the rank
+    assert tr(egpo, "train.lora_rank=0", "train.lora_targets=all-linear").training == "ddp×1, full FT, adamw"
+    with pytest.raises(ConfigError, match="train.lora_targets=.*unread at rank 0"):
+        tr(egpo, "train.lora_rank=0")
     assert tr(sppo, "train.lora_rank=16").training.startswith("fsdp×8, LoRA r16 (")
     assert tr(sppo, "train.lora_rank=16").dtype == "bf16 base + fp32 LoRA"
     assert tr(sppo, "train.workers=4").training.startswith("fsdp×4, ") and tr(sppo, "train.workers=4").actors == 4
@@ -205,3 +222,17 @@ def test_help_lists_plugins_and_make_help_lists_targets(capsys):
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     for target in ("iterate", "plan", "test", "dashboard", "submit", "help"):
         assert any(line.split()[:1] == [target] for line in out.splitlines()), target
+
+
+def test_paper_configs_take_the_values_the_authors_code_runs_with():
+    """Values read in the authors' code at the pinned commits (docs/algorithms.md, provenance), where the
+    code sets nothing and a library default applies. Reverting one of them to a guess fails here."""
+    egpo = load_config(ROOT / "configs/paper/egpo_qwen25_1p5b.yaml")
+    assert egpo.generation.max_new_tokens == 64            # trl 0.13 OnlineDPOConfig.max_new_tokens (none passed)
+    assert egpo.train.lora_targets == ("q_proj", "v_proj")  # peft's qwen2 default (configs.py names no targets)
+    assert egpo.train.extragradient_prompts == "successive"  # training_step takes the next batch every step
+    d = egpo.data                                           # lms/utils.py transform_into_chat's defaults
+    assert (d.prompt_column, d.single_turn, d.max_prompt_chars, d.max_prompts) == ("context_messages", True, 300, 30000)
+    assert d.prompts_per_round == 2 * egpo.train.steps_per_round * egpo.train.batch_size   # each prompt once a round
+    inpo = load_config(ROOT / "configs/paper/inpo_llama3_8b.yaml")
+    assert inpo.train.epochs == 2                           # third-party inpo_train.py's default, not overridden

@@ -214,6 +214,40 @@ def test_rewards_and_consistency_on_tiny_models(three_models):
     assert p[0] == pytest.approx(mats[0][1, 3], abs=1e-4)
 
 
+def test_round_one_compares_m1_with_the_base_m0_not_with_itself(three_models, tmp_path):
+    """The judge the round driver builds for round 1 of a CREAM config (pipelines.graph.judge_context) ranks
+    with M1 = round 0's policy (the SFT model) against M0 = round 0's base: C is the Kendall consistency of
+    M1's reward log π_M1 − log π_M0 with M0's own (its length-normalised log-likelihood, M0 being the
+    reference). A round 1 that compared M1 with itself would make C = 1 for every prompt."""
+    import shutil
+
+    from pipelines.graph import judge_context
+    from selfplay.logprobs import batched_logprobs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m0, _, m1 = three_models
+    shutil.copytree(m1, tmp_path / "round_0/policy")   # M1, the SFT stage's output
+    shutil.copytree(m0, tmp_path / "round_0/base")     # M0, also the reward's reference
+    ctx = judge_context(load_config("configs/arena_cream.yaml", [f"run_dir={tmp_path}"]), 1)
+    judge = build_cream_judge(JudgeConfig(name="cream", batch_size=4), ctx)
+    prompts = ["what is a cat", "name a river", "tell me a story"]
+    rs = [["the cat is good", "a dog", "music and paint", "one"], ["the river", "mountain city story", "a", "stone"],
+          ["once upon a time", "no", "the end of it", "story story"]]
+    judge.matrices(prompts, rs)
+    c = judge.consistency(["c", "r", "s"], prompts, rs)
+    flat_p = [p for p, r in zip(prompts, rs) for _ in r]
+    flat_r = [x for r in rs for x in r]
+
+    def lp(path, average=False):
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        return batched_logprobs(model, AutoTokenizer.from_pretrained(path), flat_p, flat_r, average=average).double().numpy()
+    r_m1, r_m0 = lp(m1) - lp(m0), lp(m0, average=True)
+    want = {pid: consistency_rate(r_m1[4 * k:4 * k + 4], r_m0[4 * k:4 * k + 4]) for k, pid in enumerate("crs")}
+    assert c == pytest.approx(want), (c, want)
+    assert min(c.values()) < 1.0, "round 1 gave C = 1 everywhere: it compared a model with itself"
+    assert judge.diagnostics()["previous_reward"] == "length_normalised_ll" and judge.models_loaded == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # The CREAM loss and the records
 # ---------------------------------------------------------------------------------------------

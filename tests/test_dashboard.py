@@ -415,3 +415,20 @@ def test_two_runs_overlaid_in_one_page(run_dir: Path, tmp_path: Path):
         assert _screenshot(drv, tmp_path, "dashboard_compare.png").stat().st_size > 30_000
     finally:
         drv.quit()
+
+
+def test_the_exploitability_chart_shows_its_floor_and_the_plugin_beside_the_estimate():
+    """Every figure with its floor: what an exact Nash policy reads with the same samples, and the biased
+    plug-in, drawn beside the estimate, with the values metrics.json holds."""
+    from pipelines.dashboard.arena_figures import exploitability_figure
+    points = [{"round": r, "mean_quality": 1.0,
+               "exploitability": {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01, "plugin": p, "floor": 0.0,
+                                  "quality_part": m, "style_part": 0.0}}
+              for r, m, p in ((0, 0.41, 0.43), (1, 0.2, 0.25), (2, 0.05, 0.11))]
+    traces = {t.name: t for t in exploitability_figure(points).data}
+    assert list(traces["exploitability"].y) == [0.41, 0.2, 0.05]
+    assert list(traces["plug-in estimate (biased upward)"].y) == [0.43, 0.25, 0.11]
+    assert list(traces["floor: what an exact Nash policy reads"].y) == [0.0, 0.0, 0.0]
+    old = [{**p, "exploitability": {k: v for k, v in p["exploitability"].items() if k not in ("plugin", "floor")}}
+           for p in points]   # metrics.json written before the estimator had them: no floor line, no error
+    assert "floor: what an exact Nash policy reads" not in {t.name for t in exploitability_figure(old).data}

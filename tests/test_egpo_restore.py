@@ -19,6 +19,7 @@ half step is not zero, so a full step that kept it would move by a different amo
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -161,3 +162,67 @@ def test_full_step_restores_the_optimizer_state_too_with_rmsprop(tiny, tmp_path,
                   lambda n, g: lr * g / ((0.99 * 0.01 * g_half[n] ** 2 + 0.01 * g * g).sqrt() + 1e-8))
     assert _max_diff({k: want[k] for k in saved}, {k: wrong[k] for k in saved}) > 1e-4
     assert _max_diff(saved, want) < 1e-6, "EGPO's full step kept the half step's optimizer state"
+
+
+# ---------------------------------------------------------------------------------------------
+# The LR schedule spans both halves and is not rolled back; the halves take successive batches
+# ---------------------------------------------------------------------------------------------
+
+def test_the_schedule_counts_both_halves_and_is_not_rolled_back(tiny, tmp_path, monkeypatch):
+    """SGD under a linear schedule over one iteration: the schedule is sized for its two optimizer steps
+    (egpo.horizon), so the half step runs at lr·1 and the full step, from θ_t, at lr·(1 − 1/2):
+        θ_{t+1} = θ_t − ½·lr·∇L_full(θ_t).
+    Rolling the schedule back on restore would give the full step lr·1 (θ_t − lr·∇L_full); sizing it for
+    iterations instead of optimizer steps (a one-step schedule) would give it lr·0 (θ_{t+1} = θ_t). The
+    restored optimizer state must not bring the half step's rate back either (it holds it)."""
+    from safetensors.torch import load_file
+
+    from selfplay.algorithms import egpo
+    lr, calls = 0.05, []
+    monkeypatch.setattr(egpo, "judged_pairs", functools.partial(fake_judged_pairs, calls))
+    cfg = dataclasses.replace(_cfg(tiny, "sgd", lr), train=dataclasses.replace(
+        _cfg(tiny, "sgd", lr).train, schedule="linear"))
+    res = train_policy(tiny, tmp_path / "policy", [HALF], {"initial": tiny}, cfg, seed=0, round_=1,
+                       make_judge=lambda: None)
+    assert [r["lr"] for r in res.step_log] == pytest.approx([lr, lr / 2])   # what the log says ...
+    saved = load_file(str(tmp_path / "policy/model.safetensors"))
+    theta_t, tok = _load(tiny)
+    ref_model, _ = _load(tiny)
+    g_full = _grad(theta_t, tok, FULL, ref_model)
+    want = _step(theta_t, g_full, lambda n, g: 0.5 * lr * g)                 # ... is what the full step took
+    rolled_back = _step(theta_t, g_full, lambda n, g: lr * g)
+    assert _max_diff({k: want[k] for k in saved}, {k: rolled_back[k] for k in saved}) > 1e-3
+    assert _max_diff(saved, {k: theta_t.state_dict()[k] for k in saved}) > 1e-3   # a one-step schedule: no move
+    assert _max_diff(saved, want) < 1e-6, "EGPO's full step did not run at the schedule's second rate"
+
+
+def _batches(tiny, tmp_path, monkeypatch, prompts: str, steps: int) -> list[list[str]]:
+    """The prompt ids each sample() of an EGPO update drew, with 4 prompts and train.batch_size 1."""
+    from selfplay.algorithms import egpo
+    seen: list[list[str]] = []
+
+    def fake(w, batch, judge, cfg, seed, tag, round_):
+        seen.append([pid for pid, _ in batch])
+        return [HALF]
+    monkeypatch.setattr(egpo, "judged_pairs", fake)
+    base = _cfg(tiny, "sgd", 1e-3)
+    cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, batch_size=1, steps_per_round=steps,
+                                                              extragradient_prompts=prompts))
+    pairs = [dataclasses.replace(HALF, prompt_id=str(i), prompt=f"{PROMPT} {i}") for i in range(4)]
+    res = train_policy(tiny, tmp_path / prompts, pairs, {"initial": tiny}, cfg, seed=0, round_=1,
+                       make_judge=lambda: None)
+    assert res.steps == len(seen)
+    return seen
+
+
+def test_the_half_and_full_steps_take_successive_batches(tiny, tmp_path, monkeypatch):
+    """The authors' training_step takes the data loader's next batch at every optimizer step, half or
+    full (train.extragradient_prompts: successive); `same` keeps one batch for both halves. With 0 steps
+    a round is one pass over its prompts: two iterations of two batches, or four of one."""
+    successive = _batches(tiny, tmp_path, monkeypatch, "successive", 2)
+    assert len(successive) == 4 and sorted(b[0] for b in successive) == ["0", "1", "2", "3"]   # each prompt once
+    same = _batches(tiny, tmp_path, monkeypatch, "same", 2)
+    assert len(same) == 4 and same[0] == same[1] != same[2] == same[3]
+    assert same[0::2] == successive[:2]                   # the same seeded order, one batch per iteration
+    assert len(_batches(tiny, tmp_path, monkeypatch, "successive", 0)) == 4   # one pass: 2 iterations × 2 batches
+    assert len(_batches(tiny, tmp_path, monkeypatch, "same", 0)) == 8         # 4 iterations × 2 halves

@@ -64,6 +64,22 @@ def test_egpo_with_lora_trains_only_adapters_and_merges_them(tiny_policy, tmp_pa
     assert delta.abs().max() > 1e-6 and torch.linalg.matrix_rank(delta, atol=1e-6) <= 2
 
 
+@pytest.mark.parametrize("targets, adapted", [("all-linear", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                 "up_proj", "down_proj"}),
+                                              (("q_proj", "v_proj"), {"q_proj", "v_proj"})])
+def test_lora_targets_choose_the_adapted_layers(tiny_policy, targets, adapted):
+    """train.lora_targets reaches peft (EGPO's paper config: q_proj and v_proj, peft's default for qwen2 that
+    the authors get by naming none), and the trainable count is the one `make plan` sizes (lora_parameters)."""
+    from selfplay.dist_spec import DistSpec
+    from selfplay.memory import checkpoint_facts, lora_parameters
+    from selfplay.worker import _load_trainable
+    _, model = _load_trainable(tiny_policy, "float32", DistSpec(lora_rank=2, lora_alpha=4.0, lora_targets=targets), "cpu")
+    names = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert names == adapted
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora_parameters(2, checkpoint_facts(tiny_policy), targets) == (float(trainable), True)
+
+
 @pytest.mark.slow
 def test_egpo_with_two_workers_matches_one(ray_local, tiny_policy, tmp_path):
     cfg = _cfg(tiny_policy)

@@ -157,7 +157,7 @@ def test_a_kept_ray_directory_of_another_user_or_open_to_others_is_refused(tmp_p
     where = tmp_path / "open"
     where.mkdir(mode=0o777)
     where.chmod(0o777)   # whatever the umask made of it
-    with pytest.raises(kept_ray.KeptRayError, match="not a directory of this user's alone"):
+    with pytest.raises(kept_ray.RaySetupError, match="not a directory of this user's alone"):
         kept_ray.join(1, 60, where=where)
     assert not (where / "session.json").exists() and not list(where.iterdir())
 
@@ -172,3 +172,43 @@ def test_a_keep_ray_that_cannot_take_effect_is_refused(keep, env, said, tmp_path
                        env={**os.environ, **env})
     assert p.returncode == 2 and said in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()   # refused before anything is written
+
+
+JOIN = textwrap.dedent("""
+    import logging, os
+    from pipelines.ray_session import ray_session
+    logging.basicConfig(level=logging.INFO)
+    import ray
+    with ray_session(1, keep_s=60):
+        print("task ran in", ray.get(ray.remote(lambda: os.getpid()).remote()))
+""")
+
+
+def test_a_kept_ray_with_its_raylet_socket_gone_or_another_token_is_started_again(kept, tmp_path, monkeypatch):
+    """The issue's two ways a kept Ray broke every later run: its raylet's socket moved away (ray.init then
+    died in a C++ stack trace) and a token it does not take (twenty seconds of retries, then a traceback).
+    Each is found before joining, and the session is started again."""
+    kept_ray.join(2, 60, where=kept)
+    kept_ray.leave(kept)
+    first = kept_ray.read(kept)
+    socket_ = Path(first.temp_dir) / "session_latest" / "sockets" / "raylet"
+    socket_.rename(socket_.with_name("raylet.moved"))
+    assert kept_ray._cannot_serve(first).startswith(f"its raylet does not answer on {socket_}")
+    _, done = kept_ray.join(2, 60, where=kept)
+    kept_ray.leave(kept)
+    assert done.startswith(f"started again (its raylet does not answer on {socket_}"), done
+    second = kept_ray.read(kept)
+    assert second.temp_dir != first.temp_dir and _gone_within(lambda: session_processes(first.temp_dir), 15)
+
+    other = tmp_path / "another_token"
+    other.write_text("another token")
+    other.chmod(0o600)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(other))
+    assert kept_ray._cannot_serve(second) == "its GCS refuses this driver's Ray token"   # asked with the new token
+    driver = subprocess.run([sys.executable, "-c", JOIN], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert driver.returncode == 0 and "task ran in" in driver.stdout, driver.stderr[-3000:]
+    said = "Ray: started again (started with another Ray token than this driver's) a local Ray kept for the next"
+    assert said in driver.stderr and "Traceback" not in driver.stderr, driver.stderr[-3000:]
+    third = kept_ray.read(kept)
+    assert third.temp_dir != second.temp_dir and _gone_within(lambda: session_processes(second.temp_dir), 15)
+    assert kept_ray._cannot_serve(third) == "" and kept_ray._unusable(third, 1) == ""

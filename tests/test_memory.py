@@ -158,6 +158,19 @@ def test_lora_adapters_are_counted_exactly_from_a_local_config(tmp_path):
     assert lora_parameters(4, checkpoint_facts(str(tmp_path))) == (4 * 2 * per_layer, True)
 
 
+def test_lora_targets_count_only_the_named_layers(tmp_path):
+    """train.lora_targets: [q_proj, v_proj] (EGPO's authors get peft's qwen2 default) adapts two of the seven
+    linear layers: exactly r·((64+64) + (64+32)) a layer from a local config, 2h + 2h a layer estimated."""
+    _tiny(tmp_path, weights=False)
+    facts = checkpoint_facts(str(tmp_path))
+    assert lora_parameters(4, facts, ("q_proj", "v_proj")) == (4 * 2 * (128 + 96), True)
+    assert lora_parameters(4, facts, ("self_attn.q_proj",)) == (4 * 2 * 128, True)    # peft's suffix match
+    assert lora_parameters(16, MISTRAL, ("q_proj", "v_proj")) == (16 * 4 * 4096 * 32, False)
+    assert lora_parameters(16, MISTRAL, ("q_proj", "lm_adapter")) == (None, False)       # a width it cannot guess
+    b = trainer_budget(MISTRAL, _cfg(optimizer="adamw", lora_rank=16, lora_targets=("q_proj", "v_proj")))
+    assert b.adapters == 16 * 4 * 4096 * 32 and b.total == 2 * N7B + 16 * b.adapters
+
+
 def test_check_fits_reads_the_checkpoint_and_uses_the_real_gpu(tmp_path, monkeypatch):
     model = _tiny(tmp_path, weights=True)
     n = sum(p.numel() for p in model.parameters())

@@ -350,6 +350,9 @@ class Recording:
         self.seen += list(zip(prompts, a, p))
         return 1 - p if self.invert else p
 
+    def close(self):   # the judge protocol's (judges/base.py): the update closes its judge
+        self.closed = True
+
 
 @pytest.fixture(scope="module")
 def arena_policy() -> str:

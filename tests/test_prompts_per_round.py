@@ -1,5 +1,6 @@
 """Per-round training prompts: disjoint slices of one pool, or one source per round; a round past the
 end is refused (before the driver starts anything) unless data.reuse_prompts allows wrapping around."""
+import dataclasses
 import json
 from glob import glob
 
@@ -164,3 +165,54 @@ def test_four_rounds_over_a_three_slice_pool_run_with_reuse(pool, tmp_path, ray_
     seen = [sorted(set(datasets.load_from_disk(str(round_paths(run_dir, n).stage("generate")))["prompt_id"]))
             for n in (1, 2, 3, 4)]
     assert seen[0] == ["p0", "p1", "p2"] and seen[3] == seen[0] and len({tuple(s) for s in seen[:3]}) == 3
+
+
+# ---------------------------------------------------------------- which rows are prompts (EGPO's loader)
+
+
+def _chat(text: str, turns: int = 1) -> list[dict]:
+    return [{"role": "user" if k % 2 == 0 else "assistant", "content": text} for k in range(turns)]
+
+
+@pytest.fixture
+def chats(tmp_path):
+    """A prompt-collection-like source: chat-message lists in context_messages, no prompt column."""
+    rows = [_chat("tell me about owls"),            # 0 kept
+            _chat("hi there", turns=3),             # 1 multi-turn: dropped
+            _chat("x" * 300),                       # 2 300 characters: dropped (shorter than 300 are kept)
+            _chat("y" * 299),                       # 3 kept
+            _chat("name a river")]                  # 4 kept
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"context_messages": r}) + "\n" for r in rows))
+    return str(path)
+
+
+def test_single_turn_short_prompts_the_first_n(chats):
+    """EGPO's lms/utils.py transform_into_chat: one-message chats shorter than 300 characters, the first 30k
+    (here 2). Each key takes effect on its own, ids stay the rows' own indices."""
+    d = DataConfig(train_prompts=chats, eval_prompts=chats, prompt_column="context_messages", single_turn=True,
+                   max_prompt_chars=300, max_prompts=2, prompts_per_round=2, eval_limit=1)
+    assert [(r.prompt_id, r.prompt) for r in round_prompts(d, 1)] == [("0", "tell me about owls"), ("3", "y" * 299)]
+    assert ids(data.source_prompts(chats, dataclasses.replace(d, max_prompts=0))) == ["0", "3", "4"]
+    assert ids(data.source_prompts(chats, dataclasses.replace(d, max_prompt_chars=0))) == ["0", "2", "3", "4"]
+    with pytest.raises(DataError, match="a pool of 2 prompts at data.prompts_per_round=2 covers round 1; round 2"):
+        round_prompts(d, 2)                               # max_prompts makes the pool
+    assert ids(data.eval_rows(d)) == ["0"]                # the eval prompts are filtered alike, then eval_limit
+    cfg = load_config("configs/arena_sppo.yaml", [f"data.train_prompts={chats}", "data.prompt_column=context_messages",
+                                                  "data.single_turn=true", "data.prompts_per_round=3"])
+    check_rounds(cfg, [1])                                # the up-front count sees the filtered pool
+    with pytest.raises(DataError, match="a pool of 4 prompts"):
+        check_rounds(cfg, [2])
+
+
+def test_chat_columns_need_single_turn_and_single_turn_needs_chats(chats, pool):
+    d = DataConfig(train_prompts=chats, prompt_column="context_messages", prompts_per_round=1)
+    with pytest.raises(DataError, match=r"is a list, not text \(chat messages: set data.single_turn: true\)"):
+        round_prompts(d, 1)
+    with pytest.raises(DataError, match="holds str, not chat-message lists; remove data.single_turn"):
+        round_prompts(DataConfig(train_prompts=pool, single_turn=True, prompts_per_round=1), 1)
+    with pytest.raises(DataError, match="none of its 9 prompts is shorter than data.max_prompt_chars=5"):
+        round_prompts(DataConfig(train_prompts=pool, max_prompt_chars=5, prompts_per_round=1), 1)
+    arena = load_config("configs/arena_sppo.yaml", ["data.single_turn=true"])
+    with pytest.raises(DataError, match="remove data.single_turn"):
+        check_rounds(arena, [1])                          # builtin prompts are counted, not assumed, once filtered

@@ -1,27 +1,32 @@
 """Job submission: the job's shape, the preflight, the shared-run-dir check, and one real round
 through a Ray head started as docs/cluster.md says.
 
-The slow test runs the head-start command of docs/cluster.md section 2 (read from the doc, with free
-ports and its own temp dir), with a PATH that has no virtual environment on it, then `make submit`.
-It stops that head by ending, by pid, the processes of its own temp dir and their children: `ray stop`
-ends every Ray process of the user on the machine, including clusters that are not ours.
+The slow test is docs/cluster.md's walk-through, read from the doc and run by bash as written there: the
+setup lines of section 2 (exports, the token command, HEAD=...) and its head start, section 4's `make
+submit`, and section 2's stop line. What the test changes is named where it changes it (_swap): free ports
+for 6379 and 8265, a temp dir name and run dir of its own, a fresh config dir for the token, `-s -o setup`
+and a tiny round in ARGS. PATH has no virtual environment on it. The stop must end that head and spare
+another Ray of the same user (this process's); a fixture ends what is left of the head if the test fails.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pipelines.ray_env import gcs_answer
 from pipelines.submit import (EXCLUDES, PREFLIGHT_TAG, SharedRunDirError, assets_dir, build_job, check_shared_run_dir,
                               connect, main, preflight_entrypoint, preflight_report, probe_run_dir, shared_dir_report,
                               uses_builtin_assets)
@@ -165,55 +170,97 @@ def _shell_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _head_command(gcs: int, dash: int, temp: str) -> tuple[list[str], dict[str, str]]:
-    """docs/cluster.md's single-machine head, as typed there, with our ports and temp dir. Also pinned:
-    the ports a second Ray on this machine (another test run) would otherwise share."""
-    exports = shlex.split(_documented("export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="), comments=True)[1:]
-    env = dict(e.split("=", 1) for e in exports)
-    assert env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
-    words = shlex.split(_documented(".venv/bin/ray start --head --port=6379 --dashboard-host=127.0.0.1"),
-                        comments=True)
-    swap = {"--port=6379": f"--port={gcs}", "--dashboard-port=8265": f"--dashboard-port={dash}"}
-    cmd = [swap.get(w, f"--temp-dir={temp}" if w.startswith("--temp-dir=") else w) for w in words]
-    assert cmd != words and f"--temp-dir={temp}" in cmd and "--dashboard-host=127.0.0.1" in cmd
-    client, agent, agent_grpc, rt_agent, metrics, nm, om = _free_ports(7)
-    cmd += [f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-            f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
-            f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}"]
-    return cmd, env
+def _swap(line: str, swaps: dict[str, str]) -> str:
+    """line with each documented value replaced by the test's own (each must occur exactly once)."""
+    for old, new in swaps.items():
+        assert line.count(old) == 1, f"docs/cluster.md's `{line}` should hold `{old}` once"
+        line = line.replace(old, new)
+    return line
+
+
+@dataclass(frozen=True)
+class Head:
+    """A head started with docs/cluster.md's lines; `preamble` is the doc's setup lines (exports, token,
+    HEAD=...) with this head's temp dir name, which every later documented command runs after, as in the
+    user's shell."""
+    url: str
+    gcs: int
+    temp_dir: str
+    preamble: str
+    env: dict
+    token_file: Path
+
+
+def _run_documented(head_or_preamble, line: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """bash runs the doc's setup lines, then `line`, from the repository root."""
+    preamble = head_or_preamble.preamble if isinstance(head_or_preamble, Head) else head_or_preamble
+    return subprocess.run(["bash", "-c", f"set -e\n{preamble}\n{line}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture
-def head():
-    """A head started the documented way, bound to 127.0.0.1; yields the dashboard URL."""
-    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")   # short: AF_UNIX paths must stay < 108 bytes
+def head(tmp_path):
+    """A head started by bash running docs/cluster.md section 2's lines as written there, with free ports,
+    a temp dir name of its own and a fresh config dir (so the doc's token command makes the token)."""
     gcs, dash = _free_ports(2)
-    cmd, exports = _head_command(gcs, dash, temp)
-    url = f"http://127.0.0.1:{dash}"
+    name = f"t{os.getpid()}"   # short, as Ray's socket paths under it must stay within 107 bytes
+    exports = _documented("export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=")
+    exported = dict(e.split("=", 1) for e in shlex.split(exports, comments=True)[1:])
+    assert exported.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0" and exported.get("RAY_AUTH_MODE") == "token"
+    preamble = "\n".join([exports, _documented("export RAY_AUTH_TOKEN_PATH="),
+                          _swap(_documented("HEAD="), {"temp-dir head": f"temp-dir {name}"})])
+    doc_start = _documented(".venv/bin/ray start --head --port=6379 --dashboard-host=127.0.0.1")
+    start = _swap(doc_start, {"--port=6379": f"--port={gcs}", "--dashboard-port=8265": f"--dashboard-port={dash}"})
+    assert start != doc_start and "--temp-dir=$HEAD" in start and "--dashboard-host=127.0.0.1" in start
+    assert re.findall(r"--[\w-]*port=\S+", start) == [f"--port={gcs}", f"--dashboard-port={dash}",
+                                                      "--dashboard-agent-listen-port=0"]   # the doc's ports only
+    env = _shell_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    temp = str(Path("/tmp") / f"selfplay-ray-{os.getuid()}" / name)
+    h = Head(f"http://127.0.0.1:{dash}", gcs, temp, preamble, env, tmp_path / "config/selfplay/ray_auth_token")
     t0 = time.monotonic()
     try:
-        started = subprocess.run(cmd, cwd=REPO, env=_shell_env(**exports), capture_output=True, text=True, timeout=120)
+        started = _run_documented(h, start, env, timeout=120)
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-        _wait_for_dashboard(url)
-        print(f"head up in {time.monotonic() - t0:.1f}s: {shlex.join(cmd)}")
-        yield url
+        _wait_for_dashboard(h)
+        print(f"head up in {time.monotonic() - t0:.1f}s: {start}")
+        yield h
     finally:
         _stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _wait_for_dashboard(url: str, timeout_s: float = 90) -> None:
+def _wait_for_dashboard(head: Head, timeout_s: float = 90) -> None:
     import urllib.request
     deadline = time.monotonic() + timeout_s
+    auth = {"Authorization": f"Bearer {head.token_file.read_text().strip()}"}
+    last = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
+            with urllib.request.urlopen(urllib.request.Request(f"{head.url}/api/version", headers=auth),
+                                        timeout=2) as r:
                 if r.status == 200:
                     return
-        except OSError:
-            pass
+        except OSError as e:
+            last = e
         time.sleep(0.5)
-    raise RuntimeError(f"the dashboard at {url} did not come up in {timeout_s}s")
+    logs = sorted(Path(head.temp_dir).glob("session_latest/logs/dashboard*.err"))
+    raise RuntimeError(f"the dashboard at {head.url} did not come up in {timeout_s}s ({last!r}); "
+                       + "".join(f"\n{f.name}: {f.read_text()[-1500:]}" for f in logs))
+
+
+def _job_post(url: str, token: str | None) -> int | None:
+    """The HTTP status a job submission to url's job API gets, with `token` (None: no Authorization)."""
+    import urllib.error
+    import urllib.request
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(f"{url}/api/jobs/", data=json.dumps({"entrypoint": "id"}).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:   # nothing listens there
+        return None
 
 
 def _stop_cluster(temp: str) -> None:
@@ -269,15 +316,18 @@ def _with_descendants(roots: list[int]) -> list[int]:
     return sorted(found)
 
 
-def _make_submit(address: str, round_: str, run_dir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
-    """docs/cluster.md section 4's `make submit`, from a shell without the venv on PATH. `-o setup`
-    skips only the install step (this venv is the one under test)."""
-    assert _documented("make submit ROUND=1 ADDRESS=http://127.0.0.1:8265").startswith("make submit ROUND=1")
-    cmd = ["make", "-s", "-o", "setup", "submit", f"ROUND={round_}", f"ADDRESS={address}", f"RUN_DIR={run_dir}",
-           f"ARGS={shlex.join([*extra, *TINY])}"]
+def _make_submit(head: Head, round_: str, run_dir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    """docs/cluster.md section 4's `make submit` line, after section 2's setup lines, from a shell without the
+    venv on PATH; the test adds `-s -o setup` (skips only the install step: this venv is the one under test)
+    and ARGS (a tiny round, within the time a test may take)."""
+    line = _documented("make submit ROUND=1 ADDRESS=http://127.0.0.1:8265")
+    assert line.startswith("make submit ROUND=1")
+    line = _swap(line, {"make submit ROUND=1": f"make -s -o setup submit ROUND={round_}",
+                        "ADDRESS=http://127.0.0.1:8265": f"ADDRESS={head.url}",
+                        "RUN_DIR=/tmp/selfplay-runs/arena": f"RUN_DIR={shlex.quote(str(run_dir))} "
+                                                            f"ARGS={shlex.quote(shlex.join([*extra, *TINY]))}"})
     keep = {k: os.environ[k] for k in ("SELFPLAY_ASSETS", "HF_HOME") if k in os.environ}
-    return subprocess.run(cmd, cwd=REPO, env=_shell_env(**{**keep, **env}), capture_output=True, text=True,
-                          timeout=300)
+    return _run_documented(head, line, {**head.env, **keep, **env}, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -290,9 +340,26 @@ def assets() -> Path:
 
 
 @pytest.mark.slow
-def test_submit_as_documented_runs_with_the_venv_and_reads_the_built_assets(head, assets, tmp_path):
+def test_submit_as_documented_runs_with_the_venv_and_reads_the_built_assets(head, assets, tmp_path, ray_local):
+    """docs/cluster.md's walk-through as written: start the head (the fixture), submit, stop the head; with
+    token authentication on, and another Ray of the same user (this process's, ray_local) left running."""
     run_dir = tmp_path / "run"
     built = (assets / "manifest.json").stat().st_mtime_ns
+
+    # The doc's token command made the token, this user's alone; the head refuses requests without it.
+    assert stat.S_IMODE(head.token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(head.token_file.parent.stat().st_mode) == 0o700
+    assert _job_post(head.url, None) == 401 and _job_post(head.url, "not-the-token") == 403
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] != str(head.token_file)   # this process holds the tests' token:
+    assert gcs_answer(f"127.0.0.1:{head.gcs}") == "UNAUTHENTICATED"    # the head's GCS refuses it
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("not-the-token")
+    wrong.chmod(0o600)
+    refused = _make_submit(head, "1", run_dir, RAY_AUTH_TOKEN_PATH=str(wrong))
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "Traceback" not in out, out[-4000:]
+    assert f"error: the Ray head at {head.url} refused this client (a token it does not accept)" in out
+    assert "RAY_AUTH_TOKEN_PATH=<its token file>" in out
 
     # The head's interpreter and the assets are checked before anything is uploaded.
     t0 = time.monotonic()
@@ -333,3 +400,12 @@ def test_submit_as_documented_runs_with_the_venv_and_reads_the_built_assets(head
     assert failed.returncode != 0                                # make's own 2 for a failed recipe
     assert "round 2 is not complete" in failed.stdout + failed.stderr
     print(f"a failing job: {time.monotonic() - t0:.0f}s")
+
+    # The doc's stop line ends this head and nothing else: this process's Ray still runs tasks.
+    import ray
+    ours = ray.get(ray.remote(lambda: os.getpid()).remote())
+    stopped = _run_documented(head, _documented(".venv/bin/python -m pipelines.reaper stop"), head.env, timeout=60)
+    assert stopped.returncode == 0 and f"processes of the Ray in {head.temp_dir}" in stopped.stdout, stopped
+    assert _processes_mentioning(head.temp_dir) == [], "the documented stop left processes of the head"
+    assert _job_post(head.url, None) is None, "the head's dashboard still answers"
+    assert ray.get(ray.remote(lambda: os.getpid()).remote()) > 0 and _alive(ours), "the stop ended another Ray"

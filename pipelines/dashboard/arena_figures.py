@@ -15,6 +15,14 @@ def exploitability_figure(points: list[dict]) -> go.Figure:
     mean, lo, hi = ([num(m, "exploitability", k) for m in points] for k in ("mean", "ci_low", "ci_high"))
     band(fig, xs, lo, hi, COLOURS[3], "exploitability 95% CI")
     fig.add_scatter(x=xs, y=mean, mode="lines+markers", name="exploitability", line={"color": COLOURS[3]})
+    # beside it, what an ideal policy reads with the same samples (an exact Nash policy: selfplay/exploitability.py),
+    # and the plug-in estimate, which a max over noisy means biases upward
+    if any(num(m, "exploitability", "floor") is not None for m in points):
+        fig.add_scatter(x=xs, y=[num(m, "exploitability", "floor") for m in points], mode="lines",
+                        name="floor: what an exact Nash policy reads", line={"color": "grey", "dash": "dash", "width": 1})
+        fig.add_scatter(x=xs, y=[num(m, "exploitability", "plugin") for m in points], mode="lines",
+                        name="plug-in estimate (biased upward)", line={"color": COLOURS[3], "width": 1},
+                        opacity=0.4)
     for k, label, dash in (("quality_part", "quality part (style ignored)", "dot"),
                            ("style_part", "style part (quality at its maximum)", "dash")):
         fig.add_scatter(x=xs, y=[num(m, "exploitability", k) for m in points], mode="lines+markers", name=label,

@@ -87,7 +87,12 @@ def reference(t: PairTensors, cfg) -> "torch.Tensor":
     return ((hc - cfg.eta * (t.chosen_winrate - 0.5)) ** 2 + (hr - cfg.eta * (t.rejected_winrate - 0.5)) ** 2) / 2
 
 
-ALGORITHM = Algorithm(loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"),
+def check(cfg):
+    if cfg.loss.apo_base not in ("sppo", "dpo"):
+        yield f"loss.apo_base: sppo or dpo, got {cfg.loss.apo_base!r}"
+
+
+ALGORITHM = Algorithm(loss_keys=("alpha", "apo_base", "eta", "beta", "label_smoothing"), check=check,
                       paper="arXiv 2410.06293 (reconstruction; paper body unread)",
                       references=("previous", "previous2"), make_pairs=best_worst_pairs, loss=_loss,
                       reference=reference, comparisons=FULL_MATRIX)   # both bases: best vs worst by win rate

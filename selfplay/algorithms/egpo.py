@@ -4,18 +4,20 @@ official code zhourunlong/EGPO, research notes §4), step by step as its authors
 of an extragradient pair, each on FRESH samples from the trainer's own current weights, judged
 against an opponent sample y″ of the same policy:
 
-    for s in 1..train.steps_per_round:          train.batch_size prompts of the round, in seeded order
-        (y, y′, y″) ~ π_{θ_t}        judged: P(y ≻ y″), P(y′ ≻ y″)          half step  → θ_{t+½}
-        (y, y′, y″) ~ π_{θ_{t+½}}    weights and optimizer restored to θ_t   full step  → θ_{t+1}
+    for s in 1..train.steps_per_round:          batches of train.batch_size prompts, in seeded order
+        batch 2s−1: (y, y′, y″) ~ π_{θ_t}      judged: P(y ≻ y″), P(y′ ≻ y″)        half step → θ_{t+½}
+        batch 2s:   (y, y′, y″) ~ π_{θ_{t+½}}  weights and optimizer restored to θ_t  full step → θ_{t+1}
 
 (selfplay.extragradient.extragradient_iteration), with the online IPO loss (notes §4.2/§4.4)
     ((Δ_ref(y) − Δ_ref(y′)) − (P(y ≻ y″) − P(y′ ≻ y″))/β)²,  Δ_ref = log π_θ − log π_ref,
 π_ref = round 0's policy, frozen for the whole update (LoRA: the base with the adapters disabled, as
 the authors do). (y, y′) use generation.{temperature, top_p, top_k} (the authors: T = 2, top-k 10);
 y″ uses generation.opponent_{temperature, top_k} (T = 1, no top-k). Sampling runs on the live
-weights (the HF sampler over the model in memory; nothing is reloaded from disk per step). The LR
-schedule is not rolled back: it counts both halves. With several workers rank 0 samples and
-judges, every worker steps. Per-token-average log-probs are the authors' default
+weights (the HF sampler over the model in memory; nothing is reloaded from disk per step). The two
+halves take successive batches of prompts, as the authors' training_step takes the data loader's next
+batch at every optimizer step (train.extragradient_prompts: same gives both halves one batch). The LR
+schedule is not rolled back: it counts both halves (selfplay/worker.py restore). With several workers
+rank 0 samples and judges, every worker steps. Per-token-average log-probs are the authors' default
 (normalize_logprobs=True); loss.average_logprobs selects.
 
 A round is a block of train.steps_per_round iterations. The round's generate → judge →
@@ -38,11 +40,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
+from typing import Iterator
 
 import numpy as np
 
-from selfplay.algorithm import ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online
+from selfplay.algorithm import (ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online,
+                                online_start)
 from selfplay.artifacts import seed_for
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -106,7 +109,13 @@ def horizon(pairs: list[PreferencePair], cfg) -> int:
 
 
 def iterations(n_prompts: int, cfg) -> int:
-    return cfg.train.steps_per_round or math.ceil(n_prompts / cfg.train.batch_size)
+    """train.steps_per_round, or one pass over the prompts (two batches an iteration when successive)."""
+    return cfg.train.steps_per_round or math.ceil(n_prompts / (cfg.train.batch_size * len(_halves(cfg))))
+
+
+def _halves(cfg) -> tuple[int, ...]:
+    """Which batch of the iteration each half step samples: the next one each (the authors'), or one."""
+    return (0, 1) if cfg.train.extragradient_prompts == "successive" else (0,)
 
 
 def update(w, job):
@@ -114,20 +123,18 @@ def update(w, job):
     from selfplay.extragradient import extragradient_iteration
     from selfplay.trainer import TrainingError, TrainResult
 
-    if job.make_judge is None:
-        raise TrainingError("EGPO samples and judges at every step, but the trainer was given no judge")
     cfg = job.cfg
-    prompts = sorted({p.prompt_id: p.prompt for p in job.pairs}.items())
-    random.Random(job.seed).shuffle(prompts)
-    judge = job.make_judge() if w.rank == 0 else None
+    prompts, judge = online_start(w, job, "EGPO")
     result, bs, phase = TrainResult(), cfg.train.batch_size, [0]
     losses: list[float] = []
-    n_iter = iterations(len(prompts), cfg)
+    n_iter, halves = iterations(len(prompts), cfg), _halves(cfg)
     for s in range(n_iter):
-        batch = [prompts[(s * bs + i) % len(prompts)] for i in range(min(bs, len(prompts)))]
+        batches = [[prompts[((s * len(halves) + h) * bs + i) % len(prompts)] for i in range(min(bs, len(prompts)))]
+                   for h in halves]
 
         def sample():
             phase[0] += 1
+            batch = batches[(phase[0] - 1) % len(batches)]   # the half step's, then the full step's
             tag = f"egpo/{job.round}/{s}/{phase[0] % 2}"
             pairs = w.on_rank0(lambda: judged_pairs(w, batch, judge, cfg, job.seed, tag, job.round))
             if not pairs:
@@ -181,6 +188,12 @@ def judged_pairs(w, batch: list[tuple[str, str]], judge, cfg, seed: int, tag: st
     return pairs
 
 
+def _check(cfg) -> Iterator[str]:
+    yield from check_online(cfg)
+    if cfg.train.extragradient_prompts not in ("successive", "same"):
+        yield f"train.extragradient_prompts: successive or same, got {cfg.train.extragradient_prompts!r}"
+
+
 def reference(t: PairTensors, cfg) -> "torch.Tensor":
     """The online IPO loss of the authors' code (simulations/loss_funcs.py): (h_ref(y, y′) − (P(y ≻ y″) −
     P(y′ ≻ y″))/β)², h_ref = log π(y)/π_ref(y) − log π(y′)/π_ref(y′)."""
@@ -190,5 +203,5 @@ def reference(t: PairTensors, cfg) -> "torch.Tensor":
 
 ALGORITHM = Algorithm(loss_keys=("beta",), paper="arXiv 2503.08942", references=("initial",), make_pairs=make_pairs,
                       loss=_loss, reference=reference, update=update, horizon=horizon, comparisons=COMPARISONS,
-                      # y″'s own sampler, and the online step count: only this update reads them
-                      reads=ONLINE_READS, check=check_online)
+                      # y″'s own sampler, the online step count and the halves' prompts: only this update reads them
+                      reads=ONLINE_READS + ("train.extragradient_prompts",), check=_check)

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 
 import numpy as np
 
-from selfplay.algorithm import ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online
+from selfplay.algorithm import (ONLINE_READS, Algorithm, Comparisons, Pair, PairContext, PairTensors, check_online,
+                                online_start)
 from selfplay.artifacts import seed_for
 from selfplay.records import JudgedPrompt, PreferencePair
 
@@ -82,12 +82,8 @@ def update(w, job):
     """train.steps_per_round Nash-MD-PG steps on the round's prompts, then save θ_{t+1}."""
     from selfplay.trainer import TrainingError, TrainResult
 
-    if job.make_judge is None:
-        raise TrainingError("Nash-MD samples and judges at every step, but the trainer was given no judge")
     cfg = job.cfg
-    prompts = sorted({p.prompt_id: p.prompt for p in job.pairs}.items())
-    random.Random(job.seed).shuffle(prompts)
-    judge = job.make_judge() if w.rank == 0 else None
+    prompts, judge = online_start(w, job, "Nash-MD")
     result, bs, n = TrainResult(), cfg.train.batch_size, steps(len(prompts), cfg)
     losses: list[float] = []
     for s in range(n):
@@ -106,7 +102,7 @@ def update(w, job):
             logging.getLogger("selfplay").info("nash_md step %d/%d: loss %.4f, mean P(y ≻ y′) %.3f", s + 1, n, loss,
                                                float(np.mean([p.chosen_winrate for p in pairs])))
     result.loss_curve = [sum(losses) / len(losses)]
-    if hasattr(judge, "close"):
+    if judge is not None:   # built on rank 0 only
         judge.close()
     w.save(job.out_dir)
     return result
