@@ -253,12 +253,14 @@ def write_league(league: League, run_dir: Path) -> tuple[Path, Path]:
 
 # ------------------------------------------------------------------------------------------- CLI
 
-def _parser():
+def _parser(configs: Path | None = None):
+    """`--help` lists the entrants of --configs DIR when it is given (DIR/<name>.yaml), else configs/arena_*."""
     import argparse
+    listed = (f"entrants ({_shown(Path(configs))}/<name>.yaml): {', '.join(known_entrants(configs))}" if configs else
+              f"entrants (configs/arena_<name>.yaml): {', '.join(known_entrants())}\n"
+              "with --configs DIR: DIR/<name>.yaml (configs/nash: the Nash arena's)")
     ap = argparse.ArgumentParser(prog="python -m pipelines.league", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=f"entrants (configs/arena_<name>.yaml): {', '.join(known_entrants())}\n"
-                                        "with --configs DIR: DIR/<name>.yaml (configs/nash: the Nash arena's)")
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=listed)
     ap.add_argument("--algos", default=DEFAULT_ALGOS, help="comma-separated entrants (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds 1..n of every entrant (default: %(default)s)")
     ap.add_argument("--run-dir", default="runs/league", help="RUN_DIR: entrant <name> runs in RUN_DIR/<name>")
@@ -274,7 +276,10 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     from selfplay.artifacts import ArtifactError
 
-    args = _parser().parse_intermixed_args(argv)
+    import argparse
+    first = argparse.ArgumentParser(add_help=False)   # --configs first: --help lists that folder's entrants
+    first.add_argument("--configs", type=Path, default=None)
+    args = _parser(first.parse_known_args(argv)[0].configs).parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
     with ExitStack() as held:   # every entrant's run dir, held from its checks to the end (one writer each)
