@@ -191,9 +191,8 @@ def test_every_fanned_out_stage_gives_its_shards_resources_stage_retries(tmp_pat
     cfg = load_config(None, [f"run_dir={tmp_path}", "resources.stage_retries=3", "generation.num_engines=2",
                              "judge.num_actors=2"])
     declared = {s.name: s for s in stages(cfg, 1)}[stage]
-    if stage == "judge":
-        groups = [(f"p{i}", "Describe the forest.", [{"response": "pine"}, {"response": "wave"}]) for i in range(4)]
-        monkeypatch.setattr(st, "group_generations", lambda path: groups)
+    if stage == "judge":   # the coordinating actor reads only the prompt ids; each judge actor reads its share
+        monkeypatch.setattr(st, "prompt_ids", lambda path: [f"p{i}" for i in range(4)])
     if stage == "evaluate":
         monkeypatch.setattr(ev, "generate", lambda *a, **k: {})
     monkeypatch.setattr("pipelines.runner.verified_input", lambda path, *rest: "hash")   # no earlier artifacts here
