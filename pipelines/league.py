@@ -199,7 +199,8 @@ def round_record(m: dict) -> RoundRecord:
     w = m.get("winrate_vs_initial")
     return RoundRecord(round=m["round"], exploitability=Estimate.of(e), quality_part=e["quality_part"],
                        style_part=e["style_part"], winrate_vs_initial=Estimate.of(w) if w else None,
-                       style_mix=m["style_mix"], mean_quality=m["mean_quality"])
+                       style_mix=m["style_mix"], mean_quality=m["mean_quality"], plugin=e.get("plugin"),
+                       floor=e.get("floor"))
 
 
 def _verdicts(generations: Path) -> dict[str, list]:

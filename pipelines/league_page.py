@@ -1,7 +1,8 @@
 """RUN_DIR/league.html: one self-contained page for a league (pipelines/league.py), drawn with the
 dashboard's own helpers (plotly.js inlined, so it opens from disk with no server and no network):
-every entrant's exploitability curve with its 95% band on one chart, the cross-play heatmap of the final
-policies, the style mix of every entrant's rounds, and a table ranked by final exploitability."""
+every entrant's exploitability curve with its 95% band on one chart and the floor beside them (what an exact
+Nash policy reads with the same samples), the cross-play heatmap of the final policies, the style mix of every
+entrant's rounds, and a table ranked by final exploitability with the plug-in beside it."""
 from __future__ import annotations
 
 import html
@@ -31,6 +32,12 @@ def exploitability_chart(league: League) -> go.Figure:
                         line={"color": colour}, customdata=[[x.ci_low, x.ci_high] for x in e],
                         hovertemplate="round %{x}: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
                                       f"<extra>{html.escape(r.name)}</extra>")
+    # every entrant's eval has the same prompts and samples (the league checks it): one floor for all
+    measured = next((r for r in league.entrants if r.rounds[-1].floor is not None), None)
+    if measured:
+        fig.add_scatter(x=[p.round for p in measured.rounds], y=[p.floor for p in measured.rounds], mode="lines",
+                        name="floor: what an exact Nash policy reads",
+                        line={"color": "grey", "dash": "dash", "width": 1})
     fig.update_layout(yaxis={"rangemode": "tozero"})
     return layout(fig, list(range(league.rounds + 1)), "Exploitability per round (0 = Nash; bands: 95% CI)",
                   "max_c E P(c ≻ y) − ½")
@@ -64,7 +71,7 @@ def style_chart(league: League) -> go.Figure:
 
 def ranking_table(league: League) -> str:
     by_x = {n: i + 1 for i, n in enumerate(league.by_crossplay)}
-    head = ("rank", "entrant", "final exploitability [95% CI]", "quality part", "style part",
+    head = ("rank", "entrant", "final exploitability [95% CI]", "plug-in", "quality part", "style part",
             "win rate vs initial [95% CI]", "mean cross-play win rate (rank)", "final style mix b/c/w/none",
             "mean quality")
     rows = []
@@ -72,11 +79,16 @@ def ranking_table(league: League) -> str:
         r = next(e for e in league.entrants if e.name == name)
         last = r.rounds[-1]
         mix = " / ".join(f"{last.style_mix.get(s, 0.0):.2f}" for s in STYLE_COLOURS)
-        cells = (i, html.escape(name), _ci(last.exploitability), f"{last.quality_part:.3f}", f"{last.style_part:.3f}",
-                 _ci(last.winrate_vs_initial), f"{r.mean_crossplay:.3f} ({by_x[name]})", mix, f"{last.mean_quality:.2f}")
+        plugin = "–" if last.plugin is None else f"{last.plugin:.3f}"
+        cells = (i, html.escape(name), _ci(last.exploitability), plugin, f"{last.quality_part:.3f}",
+                 f"{last.style_part:.3f}", _ci(last.winrate_vs_initial), f"{r.mean_crossplay:.3f} ({by_x[name]})", mix,
+                 f"{last.mean_quality:.2f}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    floor = league.entrants[0].rounds[-1].floor if league.entrants else None
+    note = "" if floor is None else (f"<p>Floor: an exact Nash policy reads {floor:.3f} with the same eval prompts "
+                                     "and samples (the estimate is unbiased: 0 in expectation).</p>")
     return (f"<h2>Ranked by final (round {league.rounds}) exploitability</h2><table id='league-ranking'><tr>"
-            + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+            + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>" + note)
 
 
 def build_league_page(league: League, out: Path) -> Path:

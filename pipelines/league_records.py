@@ -29,6 +29,8 @@ class RoundRecord:
     winrate_vs_initial: Estimate | None   # None at round 0 (the initial policy itself)
     style_mix: dict[str, float]
     mean_quality: float
+    plugin: float | None = None          # the plug-in estimate beside it (None: metrics from before it existed)
+    floor: float | None = None           # what an exact Nash policy reads with the same samples
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def test_every_entrant_and_round_equals_its_metrics(league):
             ex = m["exploitability"]
             assert r["exploitability"] == {k: ex[k] for k in ("mean", "ci_low", "ci_high", "n")}
             assert (r["quality_part"], r["style_part"]) == (ex["quality_part"], ex["style_part"])
+            assert (r["plugin"], r["floor"]) == (ex["plugin"], ex["floor"])   # each figure with its floor
             assert r["style_mix"] == m["style_mix"] and r["mean_quality"] == m["mean_quality"]
             assert set(r["style_mix"]) == {"bold", "calm", "witty", "none"}
             assert math.isclose(sum(r["style_mix"].values()), 1.0)
@@ -141,6 +142,7 @@ def test_page_is_self_contained(league):
     for cid in ("chart-league-exploitability", "chart-league-crossplay", "chart-league-style", "league-ranking"):
         assert f"id=\"{cid}\"" in page or f"id='{cid}'" in page, cid
     assert "<script src=" not in page and "Plotly" in page   # plotly.js inlined: opens with no network
+    assert "floor: what an exact Nash policy reads" in page and "Floor: an exact Nash policy reads" in page
     table = page[page.index("league-ranking"):]
     lg = _json(run_dir / "league.json")
     assert [table.index(f"<td>{n}</td>") for n in lg["by_exploitability"]] == \
