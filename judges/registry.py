@@ -19,7 +19,6 @@ import functools
 import importlib
 import pkgutil
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
