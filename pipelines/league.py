@@ -281,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     first = argparse.ArgumentParser(add_help=False)   # --configs first: --help lists that folder's entrants
     first.add_argument("--configs", type=Path, default=None)
     args = _parser(first.parse_known_args(argv)[0].configs).parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from pipelines.round import console_log
     names = [a.strip() for a in args.algos.split(",") if a.strip()]
     with ExitStack() as held:   # every entrant's run dir, held from its checks to the end (one writer each)
+        held.enter_context(console_log())   # the round driver's log lines, on this call's stderr
         try:
             entrants = load_entrants(names, args.rounds, args.run_dir, args.overrides, args.force, args.configs, held)
         except (LeagueError, ArtifactError) as e:

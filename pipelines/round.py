@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.run_lock import RunDirBusy, holding
     invocation = ["--config", args.config, *args.overrides]
     with ExitStack() as held:
-        held.enter_context(_console_log())
+        held.enter_context(console_log())
         try:   # every check before Ray starts or anything is written (pipelines/preflight.py)
             cfg = load_config(args.config, args.overrides)
             rounds = parse_rounds(args.round)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextmanager
-def _console_log() -> Iterator[None]:
+def console_log() -> Iterator[None]:
     """The driver's INFO lines on this call's stderr, for this call. (logging.basicConfig would not do: it does
     nothing where the root logger has a handler already, a test runner's for one, and it binds the stderr of
     the first call in the process.)"""
